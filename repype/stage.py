@@ -1,0 +1,256 @@
+"""Stages: the steps of a pipeline, each reading some fields of the pipeline data and writing others."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import os
+import re
+import textwrap
+import time
+import types
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import xxhash
+
+import repype.status
+
+_CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOKEN = re.compile(r"[0-9]+|[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+EVENTS = ("start", "end", "skip")
+
+
+def suggest_stage_id(class_name: str) -> str:
+    """A stage id derived from a class name: lower-case tokens joined by hyphens.
+
+    Runs of capitals or digits stay together and a trailing `Stage` token is dropped, e.g.
+    `TheGreat123PCMapper` → `the-great-123-pc-mapper`, `ABCStage` → `abc`.
+    Raises `AssertionError` for a string that is not a valid class name.
+    """
+    assert _CLASS_NAME.match(class_name), f'Not a valid class name: "{class_name}"'
+    tokens = _TOKEN.findall(class_name)
+    assert tokens, f'Cannot derive a stage id from the class name "{class_name}"'
+    if len(tokens) > 1 and tokens[-1] == "Stage":
+        tokens = tokens[:-1]
+    return "-".join(token.lower() for token in tokens)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Content digest (xxh3-128 hex) of a file, for use in :meth:`Stage.key_material`."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Stage:
+    """A pipeline stage. Subclass it and implement :meth:`process`.
+
+    Class attributes: `inputs`, `outputs`, `consumes` (field names; a consumed field is read and
+    then removed from the pipeline data), `enabled_by_default`, optional `id` (defaults to
+    :func:`suggest_stage_id` of the class name) and optional `signature_bump`.
+    """
+
+    id: str | None = None
+    inputs: Iterable[str] = frozenset()
+    outputs: Iterable[str] = frozenset()
+    consumes: Iterable[str] = frozenset()
+    enabled_by_default: bool = True
+
+    def __init__(self) -> None:
+        cls = type(self)
+        self.id = cls.id if cls.id is not None else suggest_stage_id(cls.__name__)
+        assert not self.id.endswith("+"), f'Stage id must not end with "+": "{self.id}"'
+        self.consumes = frozenset(cls.consumes)
+        self.inputs = frozenset(cls.inputs) | self.consumes
+        self.outputs = frozenset(cls.outputs)
+        self.callbacks: dict[str, list[Callable]] = {event: [] for event in EVENTS}
+
+    # --- callbacks ------------------------------------------------------------------------------
+
+    def add_callback(self, event: str, callback: Callable) -> None:
+        """Calls `callback` on `event` (`start`, `end`, `skip`, or `after` for both end and skip)."""
+        for name in self._event_names(event):
+            self.callbacks[name].append(callback)
+
+    def remove_callback(self, event: str, callback: Callable) -> None:
+        """Stops calling `callback` on `event` (`after` removes it from `end` and `skip`)."""
+        for name in self._event_names(event):
+            self.callbacks[name].remove(callback)
+
+    def _event_names(self, event: str) -> tuple[str, ...]:
+        if event == "after":
+            return ("end", "skip")
+        if event not in EVENTS:
+            raise ValueError(f"Stage '{self.id}': unknown event '{event}' (use one of {', '.join(EVENTS)}, after)")
+        return (event,)
+
+    def callback(self, event: str, **kwargs: Any) -> None:
+        """Calls the callbacks of `event` with `stage`, `event` and `kwargs` as keyword arguments."""
+        for callback in list(self.callbacks[event]):
+            callback(stage=self, event=event, **kwargs)
+
+    # --- work -----------------------------------------------------------------------------------
+
+    def process(self, pipeline: Any, config: Any, status: Any = None, **inputs: Any) -> dict[str, Any]:
+        """Computes the output fields from the input fields (given as keyword arguments)."""
+        raise NotImplementedError(f"Stage '{self.id}' does not implement process()")
+
+    def configure(self, pipeline: Any, input_id: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Rules for automatic hyperparameters: `{key: (factor, default_user_factor[, limits])}`.
+
+        See :meth:`repype.pipeline.Pipeline.configure`.
+        """
+        return {}
+
+    def key_material(self, pipeline: Any, input_id: Any, config: Any) -> Any:
+        """Extra JSON-able material for the store key of this stage's execution on `input_id`.
+
+        Override it when the stage reads something outside the pipeline data, e.g. return
+        `file_digest(path)` of a file named in the hyperparameters, so that editing the file
+        is not answered from the store. Default: `None` (nothing extra).
+        """
+        return None
+
+    def run(self, pipeline: Any, input_id: Any, data: dict, config: Any, status: Any = None, **kwargs: Any) -> float:
+        """Runs the stage on `data` (updated in place) if enabled; returns the seconds taken.
+
+        A disabled stage (hyperparameter `enabled`) is skipped and takes 0 seconds. Raises
+        `AssertionError` naming the stage when `process` returns fields other than `outputs`.
+        """
+        if not config.get("enabled", self.enabled_by_default):
+            self.skip(pipeline, input_id, data, config, status, **kwargs)
+            return 0.0
+        events = dict(pipeline=pipeline, input_id=input_id, data=data, config=config, status=status)
+        self.callback("start", **events)
+        repype.status.update(status, info="start-stage", stage=self.id, intermediate=True)
+        inputs = {name: data[name] for name in self.inputs}
+        started = time.perf_counter()
+        outputs = self.process(pipeline=pipeline, config=config, status=status, **inputs, **kwargs)
+        elapsed = time.perf_counter() - started
+        self._check_outputs(outputs)
+        data.update(outputs)
+        for name in self.consumes:
+            del data[name]
+        self.callback("end", **events)
+        return elapsed
+
+    def _check_outputs(self, outputs: Any) -> None:
+        assert isinstance(outputs, dict), f"Stage '{self.id}' returned {type(outputs).__name__}, expected a dict"
+        missing = sorted(self.outputs - outputs.keys())
+        spurious = sorted(outputs.keys() - self.outputs)
+        assert not missing and not spurious, (
+            f"Stage '{self.id}' produced wrong outputs: missing {missing}, spurious {spurious}"
+        )
+
+    def skip(self, pipeline: Any, input_id: Any, data: dict, config: Any, status: Any = None, **kwargs: Any) -> None:
+        """Skips the stage (fires the `skip` event)."""
+        repype.status.update(status, info="skip-stage", stage=self.id, intermediate=True)
+        self.callback("skip", pipeline=pipeline, input_id=input_id, data=data, config=config, status=status, **kwargs)
+
+    # --- identity -------------------------------------------------------------------------------
+
+    @property
+    def signature(self) -> dict[str, Any]:
+        """A JSON-able description of the implementation of this stage.
+
+        It covers the code of every method defined by the stage class and its bases below
+        `Stage` (as a syntax tree when the source is available, so comments and formatting do
+        not count; otherwise bytecode with its constants), its JSON-able class attributes
+        (`inputs`, `outputs`, ...) and `signature_bump`. It is the same in every process.
+
+        It cannot see code outside the class, such as module-level helper functions or
+        libraries the stage calls: change `signature_bump` (any JSON-able value) when such code
+        changes the results.
+        """
+        classes = [cls for cls in type(self).__mro__ if issubclass(cls, Stage) and cls is not Stage]
+        methods: dict[str, str] = {}
+        attributes: dict[str, Any] = {}
+        for cls in reversed(classes):
+            for name, member in vars(cls).items():
+                function = _function_of(member)
+                if function is not None:
+                    methods[name] = _code_fingerprint(function)
+                elif not name.startswith("__"):
+                    jsonable = _jsonable(member)
+                    if jsonable is not _NOT_JSON:
+                        attributes[name] = jsonable
+        attributes["id"] = self.id
+        return {"id": self.id, "methods": methods, "attributes": attributes}
+
+    @property
+    def sha(self) -> str:
+        """SHA-1 hex digest of :attr:`signature`."""
+        text = json.dumps(self.signature, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.signature == self.signature
+
+    def __hash__(self) -> int:
+        return hash(self.sha)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} '{self.id}'>"
+
+
+_NOT_JSON = object()
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as plain JSON data (sets sorted), or `_NOT_JSON`."""
+    if isinstance(value, set | frozenset):
+        value = sorted(value, key=repr)
+    elif isinstance(value, tuple):
+        value = list(value)
+    try:
+        json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return _NOT_JSON
+    return value
+
+
+def _function_of(member: Any) -> types.FunctionType | None:
+    if isinstance(member, staticmethod | classmethod):
+        member = member.__func__
+    elif isinstance(member, property):
+        member = member.fget
+    return member if isinstance(member, types.FunctionType) else None
+
+
+def _code_fingerprint(function: types.FunctionType) -> str:
+    """Digest of a function's code that is stable across processes and formatting."""
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return "code:" + hashlib.sha1(_bytecode_text(function.__code__).encode("utf-8")).hexdigest()
+    for node in ast.walk(tree):
+        _strip_docstring(node)
+    return "ast:" + hashlib.sha1(ast.dump(tree, include_attributes=False).encode("utf-8")).hexdigest()
+
+
+def _strip_docstring(node: ast.AST) -> None:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
+        first = node.body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+
+
+def _bytecode_text(code: types.CodeType) -> str:
+    """Bytecode, names and constants (nested code included), without addresses or line numbers."""
+    constants = [_constant_text(const) for const in code.co_consts]
+    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames), repr(constants), str(code.co_argcount)]
+    return "|".join(parts)
+
+
+def _constant_text(const: Any) -> str:
+    if isinstance(const, types.CodeType):
+        return _bytecode_text(const)
+    if isinstance(const, frozenset):  # iteration order depends on hash randomisation
+        return "frozenset:" + repr(sorted(_constant_text(item) for item in const))
+    return f"{type(const).__name__}:{const!r}"
