@@ -1,0 +1,234 @@
+"""Key-value access to a Zarr store on any fsspec filesystem, chosen by URL.
+
+A thin synchronous layer over zarr's asynchronous `Store` interface: plain paths and `file://`
+URLs use `zarr.storage.LocalStore` (writes go to a temporary name, then are renamed), other
+URLs `zarr.storage.FsspecStore` (single-object puts on object stores are atomic). A missing key
+is `None`; backend failures become :class:`StoreUnavailableError` naming the URL without
+credentials. Bulk operations run concurrently on zarr's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import zarr
+from zarr.abc.store import Store as ZarrStore
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from repype.store.errors import ReadOnlyError, StoreError, StoreMissingError, StoreUnavailableError
+
+T = TypeVar("T")
+
+CONCURRENCY = 32
+"""Store requests in flight at once in bulk operations."""
+
+S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}}
+"""Bounded timeouts and retries for S3 unless the user sets their own: an unreachable endpoint fails fast."""
+
+_INSTALL_HINTS = {"s3": "pip install 'repype[s3]'", "gs": "pip install gcsfs", "az": "pip install adlfs"}
+
+
+def redact(url: str) -> str:
+    """`url` without credentials (user info) for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return urllib.parse.urlunsplit(parts._replace(netloc=host + port))
+    return url
+
+
+def local_path(url: str) -> str | None:
+    """The local directory of a plain path or `file://` URL, or None for other URLs."""
+    if url.startswith("file://"):
+        return urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    if "://" in url:
+        return None
+    return os.path.abspath(os.path.expanduser(url))
+
+
+class Backend:
+    """Synchronous key-value access to the Zarr store at `url`.
+
+    Args:
+        url: A local path or an fsspec URL.
+        storage_options: Options for the fsspec filesystem (not allowed for local paths).
+        read_only: Refuse every write with :class:`ReadOnlyError`.
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, read_only: bool = False) -> None:
+        self.url = url
+        self.display_url = redact(url)
+        self.read_only = read_only
+        self.zarr_store = self._open(url, storage_options, read_only)
+        self._prototype = default_buffer_prototype()
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def _open(self, url: str, storage_options: dict[str, Any] | None, read_only: bool) -> ZarrStore:
+        path = local_path(url)
+        if path is not None:
+            if not read_only:
+                os.makedirs(path, exist_ok=True)
+            elif not os.path.isdir(path):
+                raise StoreMissingError(f"there is no repype store at {self.display_url}")
+            return LocalStore(path, read_only=read_only)
+        protocol = url.split("://", 1)[0]
+        options = dict(storage_options or {})
+        if protocol in ("s3", "s3a"):
+            for name, value in S3_DEFAULTS.items():
+                options.setdefault(name, value)
+        try:
+            return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+        except ImportError as error:
+            hint = _INSTALL_HINTS.get(protocol, "install the fsspec implementation of this protocol")
+            raise StoreUnavailableError(f"store {self.display_url}: {error} ({hint})") from None
+        except ValueError as error:
+            raise StoreUnavailableError(f"store {self.display_url}: unknown protocol '{protocol}': {error}") from None
+
+    # --- running requests ---------------------------------------------------------------------
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        """Runs a coroutine on zarr's loop; backend failures become StoreUnavailableError."""
+        try:
+            return sync(coroutine)
+        except StoreError:
+            raise
+        except (FileNotFoundError, KeyError):
+            raise
+        except Exception as error:
+            raise StoreUnavailableError(
+                f"store {self.display_url}: {type(error).__name__}: {_without_secrets(str(error))}"
+            ) from error
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"store {self.display_url} is open read-only")
+
+    async def _limited(self, job: Callable[[], Awaitable[T]]) -> T:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(CONCURRENCY)
+        async with self._semaphore:
+            return await job()
+
+    async def _gather(self, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+        return await asyncio.gather(*(self._limited(job) for job in jobs))
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def _get(self, key: str) -> bytes | None:
+        buffer = await self.zarr_store.get(key, self._prototype)
+        return None if buffer is None else buffer.to_bytes()
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes at `key`, or None."""
+        return self.run(self._get(key))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """The bytes at each key (None where missing), fetched concurrently."""
+        keys = list(keys)
+
+        async def fetch() -> list[bytes | None]:
+            return await self._gather([lambda key=key: self._get(key) for key in keys])
+
+        return dict(zip(keys, self.run(fetch())))
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` exists."""
+        return self.run(self.zarr_store.exists(key))
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        """Every key below `prefix` (recursively)."""
+
+        async def collect() -> list[str]:
+            return [key async for key in self.zarr_store.list_prefix(prefix)]
+
+        return self.run(collect())
+
+    def list_dir(self, prefix: str) -> list[str]:
+        """The names directly below `prefix` (keys and sub-directories)."""
+
+        async def collect() -> list[str]:
+            return [key async for key in self.zarr_store.list_dir(prefix)]
+
+        return self.run(collect())
+
+    def modified(self, key: str) -> float | None:
+        """Modification time (seconds since the epoch) of `key`, or None when unknown."""
+        store = self.zarr_store
+        try:
+            if isinstance(store, LocalStore):
+                return os.path.getmtime(os.path.join(store.root, key))
+            info = self.run(store.fs._info(f"{store.path}/{key}"))
+        except (OSError, StoreError, KeyError):
+            return None
+        for name in ("LastModified", "mtime", "created"):
+            value = info.get(name)
+            if hasattr(value, "timestamp"):
+                return value.timestamp()
+            if isinstance(value, int | float):
+                return float(value)
+        return None
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def set(self, key: str, data: bytes) -> None:
+        """Writes `data` at `key` (atomically: readers see the old or the new bytes)."""
+        self._check_writable()
+        self.run(self.zarr_store.set(key, self._prototype.buffer.from_bytes(data)))
+
+    def set_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Writes every `(key, data)` pair, concurrently."""
+        self._check_writable()
+        items = list(items)
+        store, buffer = self.zarr_store, self._prototype.buffer
+
+        async def put() -> None:
+            await self._gather([lambda k=k, d=d: store.set(k, buffer.from_bytes(d)) for k, d in items])
+
+        if items:
+            self.run(put())
+
+    def delete(self, key: str) -> None:
+        """Deletes `key` (no error when missing)."""
+        self._check_writable()
+        with contextlib.suppress(FileNotFoundError, KeyError):
+            self.run(self.zarr_store.delete(key))
+
+    def delete_dir(self, prefix: str) -> None:
+        """Deletes every key below `prefix`."""
+        self._check_writable()
+        self.run(self.zarr_store.delete_dir(prefix))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Deletes every key, concurrently (no error for missing ones)."""
+        self._check_writable()
+        keys = list(keys)
+
+        async def remove(key: str) -> None:
+            with contextlib.suppress(FileNotFoundError, KeyError):
+                await self.zarr_store.delete(key)
+
+        async def remove_all() -> None:
+            await self._gather([lambda key=key: remove(key) for key in keys])
+
+        if keys:
+            self.run(remove_all())
+
+    def open_array(self, path: str) -> zarr.Array:
+        """The Zarr array at `path`, opened read-only."""
+        store = self.zarr_store if self.read_only else self.zarr_store.with_read_only(True)
+        return zarr.open_array(store=store, path=path, mode="r", zarr_format=3)
+
+
+def _without_secrets(text: str) -> str:
+    for marker in ("secret", "token", "password"):
+        if marker in text.lower():
+            return text.split(marker, 1)[0] + "[details hidden: they mention credentials]"
+    return text

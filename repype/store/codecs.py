@@ -1,0 +1,216 @@
+"""Field codecs: how a field value becomes bytes in the store, and its content digest.
+
+* numpy arrays of bool, integer, float and complex dtypes: Zarr arrays (`ndarray`, native
+  layout); fixed-width bytes/unicode, datetime and non-native byte orders are stored as raw
+  bytes with a trailing item axis (`raw` layout) and restored to the exact dtype;
+* values that JSON represents exactly: JSON (small ones inline, in the reference itself);
+* values of a type with a registered :class:`FieldCodec`: that codec's bytes;
+* anything else: a dill pickle.
+
+A value's content digest is the xxh3-128 of its canonical encoding: a header naming codec,
+dtype and shape, then the bytes. Identical values therefore share one digest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dill
+import numpy as np
+import xxhash
+
+from repype.store.errors import SerializationError
+
+INLINE_LIMIT = 1024
+"""JSON values whose canonical text is at most this many bytes live inside their reference."""
+
+ValueRef = dict[str, Any]
+
+_NATIVE_KINDS = "biufc"
+_RAW_KINDS = "SUMmV"
+
+
+class FieldCodec:
+    """Base class for codecs of user types: subclass it and :func:`register_codec` an instance.
+
+    `name` must be unique and stable (it is part of every digest and stored reference);
+    `types` lists the classes it encodes (subclasses included). The round trip
+    `decode(encode(value))` must give a value equal to `value`, of the same type.
+    """
+
+    name: str = ""
+    types: tuple[type, ...] = ()
+
+    def encode(self, value: Any) -> bytes:
+        """The bytes that represent `value`."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:
+        """The value that `data` represents."""
+        raise NotImplementedError
+
+
+_CODECS: dict[str, FieldCodec] = {}
+_RESERVED = {"json", "ndarray", "pickle"}
+
+
+def register_codec(codec: FieldCodec) -> None:
+    """Makes `codec` encode values of `codec.types` (before the pickle fallback)."""
+    if not codec.name or codec.name in _RESERVED:
+        raise ValueError(f"codec name {codec.name!r} is empty or reserved")
+    _CODECS[codec.name] = codec
+
+
+def unregister_codec(name: str) -> None:
+    """Removes the codec registered under `name` (values it stored can no longer be read)."""
+    _CODECS.pop(name, None)
+
+
+def codec_named(name: str) -> FieldCodec | None:
+    """The registered codec called `name`, or None."""
+    return _CODECS.get(name)
+
+
+def _codec_for(value: Any) -> FieldCodec | None:
+    for cls in type(value).__mro__:
+        for codec in _CODECS.values():
+            if cls in codec.types:
+                return codec
+    return None
+
+
+@dataclass
+class Encoded:
+    """A value in its stored form: a reference and, unless inline, the array to write as blob."""
+
+    ref: ValueRef
+    array: np.ndarray | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def is_exact_json(value: Any) -> bool:
+    """Whether JSON represents `value` exactly (types included), so it comes back unaltered."""
+    kind = type(value)
+    if value is None or kind in (bool, int, str):
+        return True
+    if kind is float:
+        return value == value and value not in (float("inf"), float("-inf"))
+    if kind is list:
+        return all(is_exact_json(item) for item in value)
+    if kind is dict:
+        return all(type(key) is str and is_exact_json(item) for key, item in value.items())
+    return False
+
+
+def _header(codec: str, dtype: str = "", shape: tuple | list = ()) -> bytes:
+    return json.dumps([codec, dtype, list(shape)], separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def digest_bytes(header: bytes, *payloads: Any) -> str:
+    """xxh3-128 hex of `header` followed by the payloads (buffers)."""
+    digest = xxhash.xxh3_128(header)
+    for payload in payloads:
+        digest.update(payload)
+    return digest.hexdigest()
+
+
+def array_digest(array: np.ndarray) -> str:
+    """Content digest of a numpy array: dtype, shape and C-order bytes."""
+    return digest_bytes(_header("ndarray", array.dtype.str, array.shape), _array_bytes(array))
+
+
+def _array_bytes(array: np.ndarray) -> Any:
+    contiguous = np.require(array, requirements="C")
+    return contiguous.reshape(-1).view(np.uint8) if contiguous.size else b""
+
+
+def _is_storable_array(value: Any) -> bool:
+    if type(value) is not np.ndarray or value.dtype.hasobject:
+        return False
+    return value.dtype.kind in _NATIVE_KINDS + _RAW_KINDS and value.dtype.itemsize > 0
+
+
+def encode(value: Any, field_name: str = "") -> Encoded:
+    """The stored form of `value`; raises :class:`SerializationError` naming `field_name` when impossible."""
+    if is_exact_json(value):
+        return _encode_json(value)
+    if _is_storable_array(value):
+        return _encode_array(value)
+    codec = _codec_for(value)
+    if codec is not None:
+        try:
+            return _encode_bytes(codec.name, codec.encode(value))
+        except Exception as error:
+            raise SerializationError(f"field '{field_name}': codec '{codec.name}' failed: {error}") from error
+    try:
+        return _encode_bytes("pickle", dill.dumps(value))
+    except Exception as error:
+        raise SerializationError(
+            f"field '{field_name}': cannot store a {type(value).__name__} value: {error}"
+        ) from error
+
+
+def _encode_json(value: Any) -> Encoded:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    digest = digest_bytes(_header("json"), text)
+    if len(text) <= INLINE_LIMIT:
+        return Encoded({"digest": digest, "codec": "json", "stored": True, "value": value})
+    return Encoded(
+        {"digest": digest, "codec": "json", "stored": False, "layout": "bytes"},
+        np.frombuffer(text, dtype=np.uint8),
+    )
+
+
+def _encode_array(value: np.ndarray) -> Encoded:
+    digest = array_digest(value)
+    ref = {"digest": digest, "codec": "ndarray", "stored": False, "dtype": value.dtype.str, "shape": list(value.shape)}
+    if value.dtype.kind in _NATIVE_KINDS and value.dtype.isnative:
+        ref["layout"] = "native"
+        return Encoded(ref, np.require(value, requirements="C"))
+    ref["layout"] = "raw"
+    raw = _array_bytes(value)
+    return Encoded(ref, np.asarray(raw, dtype=np.uint8).reshape((*value.shape, value.dtype.itemsize)))
+
+
+def _encode_bytes(codec: str, data: bytes) -> Encoded:
+    digest = digest_bytes(_header(codec), data)
+    return Encoded(
+        {"digest": digest, "codec": codec, "stored": False, "layout": "bytes"}, np.frombuffer(data, np.uint8)
+    )
+
+
+def payload_digest(ref: ValueRef, payload: np.ndarray) -> str:
+    """The digest of a value read back as `payload` (the stored array), to compare with `ref`."""
+    if ref["codec"] == "ndarray":
+        return array_digest(restore_array(ref, payload))
+    return digest_bytes(_header(ref["codec"]), _array_bytes(payload))
+
+
+def restore_array(ref: ValueRef, payload: np.ndarray) -> np.ndarray:
+    """The array of an `ndarray` reference from its stored payload (exact dtype and shape)."""
+    if ref.get("layout") == "raw":
+        dtype = np.dtype(ref["dtype"])
+        flat = np.require(payload, requirements="C").reshape(-1)
+        return flat.view(dtype).reshape(ref["shape"]) if flat.size else np.zeros(ref["shape"], dtype)
+    return payload
+
+
+def decode(ref: ValueRef, payload: np.ndarray, allow_pickle: bool, refuse: Callable[[], Exception]) -> Any:
+    """The value of `ref` from its stored payload. `refuse()` gives the error for refused pickles."""
+    codec = ref["codec"]
+    if codec == "ndarray":
+        return restore_array(ref, payload)
+    data = payload.tobytes()
+    if codec == "json":
+        return json.loads(data.decode("utf-8"))
+    if codec == "pickle":
+        if not allow_pickle:
+            raise refuse()
+        return dill.loads(data)
+    custom = codec_named(codec)
+    if custom is None:
+        raise SerializationError(f"no codec '{codec}' is registered (repype.store.register_codec) to read this value")
+    return custom.decode(data)

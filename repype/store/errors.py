@@ -1,0 +1,35 @@
+"""Errors of the store. They derive from :class:`StoreError`, never from `ValueError`."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Something went wrong in the store."""
+
+
+class IntegrityError(StoreError):
+    """A stored value or record is damaged: digest mismatch, undecodable or missing chunk, missing blob."""
+
+
+class ReadOnlyError(StoreError):
+    """A write was attempted on a store opened read-only."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached: unknown protocol, missing package, network or credentials."""
+
+
+class StoreMissingError(StoreError):
+    """The store does not exist (opened read-only before anything was written)."""
+
+
+class SerializationError(StoreError):
+    """A value cannot be stored (no codec can encode it)."""
+
+
+class PickleRefusedError(StoreError):
+    """A pickled value was not loaded because the store was opened with `allow_pickle=False`."""
+
+
+class KeyMaterialError(StoreError):
+    """A hyperparameter or key material value has no canonical form, so no stable key exists."""

@@ -1,0 +1,68 @@
+"""Where things live in the store's Zarr hierarchy.
+
+    zarr.json                           root group (attributes: repype format)
+    blobs/<d[:2]>/<digest>/             a value: a Zarr array (chunks first, metadata last)
+    records/<k[:2]>/<key>/zarr.json     a stage record: a group whose attributes are the record
+    manifests/<m[:2]>/<digest>/zarr.json  a task manifest (group attributes)
+    refs/<quoted name>/zarr.json        a ref: a group whose attributes name a manifest
+
+Every directory on the way holds a group `zarr.json`, so any Zarr client can walk the store.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any
+
+FORMAT_VERSION = 1
+SECTIONS = ("blobs", "records", "manifests", "refs")
+METADATA = "zarr.json"
+
+
+def group_document(attributes: dict[str, Any] | None = None) -> bytes:
+    """The `zarr.json` of a Zarr v3 group with `attributes`."""
+    document = {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def read_attributes(metadata: bytes) -> dict[str, Any]:
+    """The attributes of a node from its `zarr.json` bytes."""
+    return json.loads(metadata).get("attributes", {})
+
+
+def fanout(section: str, name: str) -> str:
+    """The node path of `name` in `section` (two-character fan-out directory)."""
+    return f"{section}/{name[:2]}/{name}"
+
+
+def blob_path(digest: str) -> str:
+    return fanout("blobs", digest)
+
+
+def record_path(key: str) -> str:
+    return fanout("records", key)
+
+
+def manifest_path(digest: str) -> str:
+    return fanout("manifests", digest)
+
+
+def ref_path(name: str) -> str:
+    """The node path of the ref `name` (any text, e.g. a task path with slashes)."""
+    return "refs/" + urllib.parse.quote(name, safe="").replace(".", "%2E")
+
+
+def ref_name(node: str) -> str:
+    """The ref name of a node name below `refs/` (inverse of :func:`ref_path`)."""
+    return urllib.parse.unquote(node)
+
+
+def metadata_key(path: str) -> str:
+    return f"{path}/{METADATA}"
+
+
+def split_node(key: str, section: str) -> str | None:
+    """The node name of a key `section/xx/name/...`, or None for keys of intermediate groups."""
+    parts = key.split("/")
+    return parts[2] if len(parts) >= 4 and parts[0] == section else None
