@@ -110,7 +110,8 @@ class ConsoleReader:
 
     Args:
         status: The root status whose journal is read.
-        intermediate: Also show intermediate updates (progress bars), overwritten in place.
+        intermediate: Also show intermediate updates (progress bars), overwritten in place
+            (only on a terminal).
         interval: Seconds between reads of the journal.
         stream: Where to print (default: standard output).
     """
@@ -149,7 +150,7 @@ class ConsoleReader:
             if text is None:
                 continue
             if entry["intermediate"]:
-                if self.intermediate:
+                if self.intermediate and self._is_terminal():
                     self._print("\r\033[K" + text, end="")
                     self._pending_line = True
             else:
@@ -166,6 +167,10 @@ class ConsoleReader:
             return ""
         remaining = (entry["time"] - started) / step * (count - step)
         return f", ETA {remaining:.0f} s"
+
+    def _is_terminal(self) -> bool:
+        stream = self.stream or sys.stdout
+        return bool(getattr(stream, "isatty", lambda: False)())
 
     def _print(self, text: str, end: str = "\n") -> None:
         stream = self.stream or sys.stdout
