@@ -1,0 +1,286 @@
+"""Store-driven execution of a pipeline on the inputs of one task.
+
+Every stage execution is keyed by the stage's implementation hash, its hyperparameters as
+adopted for the input, extra key material the stage declares, and the content digests of the
+fields it reads (see :func:`repype.store.keys.stage_key`). A key recorded in the store is reused
+without running the stage, and without loading its outputs unless a stage that must run reads
+them. Outputs of stages that run are written to the store as soon as the stage finishes, so an
+interrupted run resumes where it stopped.
+
+This module knows the store and the pipeline, but nothing of task directories.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from repype.config import Config
+from repype.pipeline import Pipeline, StageError
+from repype.stage import Stage
+from repype.store import IntegrityError, SerializationError, Store
+from repype.store.keys import stage_key
+
+InputID = int | str
+ValueRef = dict[str, Any]
+
+
+class ReuseWarning(UserWarning):
+    """A stored value could not be reused and was recomputed (damaged value, changed result)."""
+
+
+@dataclass
+class InputRun:
+    """The state of one input while its stages are resolved from the store or run.
+
+    `refs` maps every field known so far to its value reference (digest and storage info);
+    `values` holds the values that are in memory. A field can be known by digest only, which
+    is what keys need; its value is loaded or recomputed only when a stage that runs reads it.
+    """
+
+    input_id: InputID
+    config: Config
+    refs: dict[str, ValueRef] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    producers: dict[str, Stage] = field(default_factory=dict)
+    consumed: set[str] = field(default_factory=set)
+    record_keys: list[str] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+    next_stage: int = 0
+
+    @property
+    def persistent_refs(self) -> dict[str, ValueRef]:
+        """References of the fields that remain in the pipeline data (consumed ones are gone)."""
+        return {name: ref for name, ref in self.refs.items() if name not in self.consumed}
+
+
+class InputRunner:
+    """Runs the stages of `pipeline` for inputs of one task against `store`.
+
+    Args:
+        store: The store that holds values and stage records.
+        pipeline: The pipeline to run.
+        marginal_fields: Fields whose values are never written to the store (their digests are).
+        context: A label for error messages, usually the task path.
+        status: Status object for progress events.
+        quiet: Fire no `skip` callbacks for reused or disabled stages (for planning only).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        marginal_fields: Collection[str] = (),
+        context: str = "",
+        status: Any = None,
+        quiet: bool = False,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.marginal_fields = frozenset(marginal_fields)
+        self.context = context
+        self.status = status
+        self.quiet = quiet
+
+    # --- set-up and lookups -------------------------------------------------------------------
+
+    def start(self, input_id: InputID, config: Config) -> InputRun:
+        """Begin an input: `config` must be the task's hyperparameters before adoption."""
+        adopted = self.pipeline.configure(config, input_id)
+        run = InputRun(input_id=input_id, config=adopted)
+        run.values["input_id"] = input_id
+        run.refs["input_id"] = self.store.describe(input_id, field="input_id")
+        return run
+
+    def stage_config(self, run: InputRun, stage: Stage) -> Config:
+        """The hyperparameters of `stage` for the input of `run`."""
+        return run.config.get(stage.id, {})
+
+    def is_enabled(self, run: InputRun, stage: Stage) -> bool:
+        """Whether `stage` runs for the input of `run` (the `enabled` hyperparameter)."""
+        return bool(self.stage_config(run, stage).entries.get("enabled", stage.enabled_by_default))
+
+    def key(self, run: InputRun, stage: Stage) -> str:
+        """The key of the execution of `stage` on the input of `run`."""
+        missing = sorted(name for name in stage.inputs if name not in run.refs)
+        if missing:
+            raise StageError(stage) from KeyError(
+                f"{self._where(run)}: stage '{stage.id}' reads {missing}, which no earlier enabled stage produced"
+            )
+        stage_config = self.stage_config(run, stage)
+        digests = {name: run.refs[name]["digest"] for name in sorted(stage.inputs)}
+        extra = stage.key_material(self.pipeline, run.input_id, stage_config)
+        return stage_key(stage.sha, stage_config.entries, digests, extra=extra)
+
+    def advance_recorded(self, runs: Iterable[InputRun]) -> None:
+        """Adopt recorded stage executions for every run, as far as the store has them.
+
+        Lookups are batched across inputs, one store query per stage.
+        """
+        pending = list(runs)
+        while pending:
+            keyed: dict[str, InputRun] = {}
+            for run in pending:
+                self._skip_disabled(run)
+                if run.next_stage < len(self.pipeline.stages):
+                    keyed[self.key(run, self.pipeline.stages[run.next_stage])] = run
+            records = self.store.get_records(list(keyed)) if keyed else {}
+            pending = []
+            for key, run in keyed.items():
+                if key in records:
+                    self._adopt(run, self.pipeline.stages[run.next_stage], key, records[key])
+                    pending.append(run)
+
+    # --- execution ----------------------------------------------------------------------------
+
+    def finish(self, run: InputRun, pickup: bool = True) -> InputRun:
+        """Run or reuse every remaining stage of `run`, writing records as stages finish."""
+        stages = self.pipeline.stages
+        while run.next_stage < len(stages):
+            self._skip_disabled(run)
+            if run.next_stage >= len(stages):
+                break
+            stage = stages[run.next_stage]
+            key = self.key(run, stage)
+            record = self.store.get_record(key) if pickup else None
+            if record is not None:
+                self._adopt(run, stage, key, record)
+            else:
+                self._execute(run, stage, key)
+        return run
+
+    def materialize(self, run: InputRun, names: Iterable[str]) -> dict[str, Any]:
+        """Values of the fields `names`, loaded from the store or recomputed when not stored."""
+        for name in names:
+            self._materialize(run, name)
+        return {name: run.values[name] for name in names}
+
+    def store_values(self, run: InputRun, names: Iterable[str]) -> dict[str, ValueRef]:
+        """References of `names` whose values are in the store, writing those that are not yet."""
+        refs = {}
+        for name in names:
+            if not run.refs[name].get("stored", False):
+                run.refs[name] = self._put(run, name, self._materialize(run, name))
+            refs[name] = run.refs[name]
+        return refs
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _where(self, run: InputRun) -> str:
+        prefix = f"task {self.context}: " if self.context else ""
+        return f"{prefix}input {run.input_id!r}"
+
+    def _skip_disabled(self, run: InputRun) -> None:
+        stages = self.pipeline.stages
+        while run.next_stage < len(stages) and not self.is_enabled(run, stages[run.next_stage]):
+            stage = stages[run.next_stage]
+            self._skip(run, stage)
+            run.times[stage.id] = 0.0
+            run.next_stage += 1
+
+    def _adopt(self, run: InputRun, stage: Stage, key: str, record: Any) -> None:
+        missing = sorted(set(stage.outputs) - set(record.outputs))
+        if missing:
+            raise IntegrityError(
+                f"{self._where(run)}: stage record {key} of stage '{stage.id}' lacks outputs {missing}"
+            )
+        for name in stage.outputs:
+            run.refs[name] = record.outputs[name]
+            run.producers[name] = stage
+            run.values.pop(name, None)
+        run.consumed.update(stage.consumes)
+        run.record_keys.append(key)
+        run.times[stage.id] = record.run_time
+        run.reused.append(stage.id)
+        run.next_stage += 1
+        self._skip(run, stage)
+
+    def _skip(self, run: InputRun, stage: Stage) -> None:
+        if not self.quiet:
+            stage.skip(self.pipeline, run.input_id, run.values, self.stage_config(run, stage), self.status)
+
+    def _execute(self, run: InputRun, stage: Stage, key: str) -> None:
+        self._run_stage(run, stage)
+        self.record(run, stage, key, run.times[stage.id])
+        run.executed.append(stage.id)
+        run.next_stage += 1
+
+    def record(self, run: InputRun, stage: Stage, key: str, seconds: float) -> None:
+        """Write the outputs of `stage` (values in `run.values`), then its record under `key`.
+
+        Marginal outputs are recorded by digest only; their values are never written.
+        """
+        outputs = {}
+        for name in sorted(stage.outputs):
+            value = run.values[name]
+            if name in self.marginal_fields:
+                outputs[name] = self.store.describe(value, field=name)
+            else:
+                outputs[name] = self._put(run, name, value)
+            run.producers[name] = stage
+        run.refs.update(outputs)
+        self.store.put_record(key, outputs, seconds, stage=stage.id)
+        run.record_keys.append(key)
+        run.times[stage.id] = seconds
+
+    def _run_stage(self, run: InputRun, stage: Stage) -> None:
+        for name in stage.inputs:
+            self._materialize(run, name)
+        for name in stage.outputs:
+            run.producers[name] = stage
+        try:
+            elapsed = stage.run(
+                self.pipeline, run.input_id, run.values, self.stage_config(run, stage), status=self.status
+            )
+        except Exception as error:
+            raise StageError(stage) from error
+        run.times[stage.id] = elapsed
+        run.consumed.update(stage.consumes)
+
+    def _put(self, run: InputRun, name: str, value: Any, rewrite: bool = False) -> ValueRef:
+        try:
+            return self.store.put_value(value, field=name, rewrite=rewrite)
+        except SerializationError as error:
+            raise SerializationError(f"{self._where(run)}: cannot store field '{name}': {error}") from error
+
+    def _materialize(self, run: InputRun, name: str) -> Any:
+        if name in run.values:
+            return run.values[name]
+        ref = run.refs[name]
+        if ref.get("stored", False):
+            try:
+                run.values[name] = self.store.get_value(ref, context=self._context(run, name))
+                return run.values[name]
+            except IntegrityError as error:
+                warnings.warn(f"{error}; recomputing it", ReuseWarning, stacklevel=2)
+        self._recompute(run, name)
+        return run.values[name]
+
+    def _recompute(self, run: InputRun, name: str) -> None:
+        """Run the producer of `name` again (its value is not stored, or is damaged)."""
+        stage = run.producers[name]
+        expected = {out: run.refs[out] for out in stage.outputs}
+        self._run_stage(run, stage)
+        for out, old in expected.items():
+            fresh = self.store.describe(run.values[out], field=out)
+            if fresh["digest"] != old["digest"]:
+                warnings.warn(
+                    f"{self._where(run)}: stage '{stage.id}' recomputed field '{out}' with a different "
+                    "result than recorded (is the stage deterministic?)",
+                    ReuseWarning,
+                    stacklevel=3,
+                )
+            if old.get("stored", False) and out not in self.marginal_fields:
+                run.refs[out] = self._put(run, out, run.values[out], rewrite=True)
+
+    def _context(self, run: InputRun, name: str) -> dict[str, Any]:
+        return {"task": self.context, "input": run.input_id, "field": name}
+
+
+def progress_event(run: InputRun) -> Mapping[str, Any]:
+    """Summary of how an input was resolved: stages reused from the store and stages run."""
+    return {"reused": len(run.reused), "executed": len(run.executed), "reused_stages": list(run.reused)}

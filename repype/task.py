@@ -1,0 +1,727 @@
+"""Tasks: the nodes of a task tree, each a directory with a `task.yml`.
+
+A child task inherits the specification of its parent and overrides parts of it. Results of
+tasks live in a content-addressed store (see :mod:`repype.store`); the task directory keeps
+only small digest files (`.task.json`, `.sha.json`) and `times.csv`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import pathlib
+import re
+import time
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+import yaml
+
+import repype.pipeline
+import repype.status
+import repype.store
+from repype.benchmark import Benchmark
+from repype.config import Config
+from repype.pipeline import Pipeline
+from repype.runner import InputRun, InputRunner, progress_event
+from repype.stage import Stage
+
+InputID = int | str
+PipelineData = dict[str, Any]
+TaskData = dict[InputID, PipelineData]
+"""Task data object. A dictionary with input ids as keys and pipeline data objects as values."""
+
+PendingReason = Literal["incomplete", "pipeline", "specification", ""]
+"""Reasons why a task is pending, or not pending at all (the empty string)."""
+
+PathLike = str | os.PathLike
+
+LOCATION_KEYS = ("store", "storage_options")
+"""Spec keys that say where results live, not what they are: never part of a digest."""
+
+DEFAULT_STORE_DIRNAME = ".repype"
+
+
+class TaskError(AssertionError):
+    """A task cannot do what was asked (not runnable, no results, inconsistent results).
+
+    Derives from `AssertionError` because the original framework asserted these conditions.
+    """
+
+
+# --- module-level helpers -------------------------------------------------------------------
+
+_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
+_MALFORMED_RANGE = re.compile(r"^[\d\s]*-[\d\s-]*$")
+
+
+def decode_input_ids(spec: str | int | list | tuple | None) -> list[InputID]:
+    """Decode an `input_ids` specification into a sorted list of unique input ids.
+
+    A list (or tuple) gives its unique items, sorted; a single int gives `[it]`; a string such
+    as ``"1, 3-5, abc"`` gives ``[1, 3, 4, 5, 'abc']``: comma-separated tokens, where digits are
+    ints, ``first-last`` is an inclusive range with ``first < last``, and any other token is a
+    string id. Ints sort before strings. Malformed ranges and ids that are neither int nor str
+    raise `ValueError`.
+    """
+    if spec is None:
+        return []
+    if isinstance(spec, bool):
+        raise ValueError(f"input ids must be ints or strings, not {spec!r}")
+    if isinstance(spec, int):
+        return [spec]
+    if isinstance(spec, str):
+        return _sorted_ids(_decode_input_id_tokens(spec))
+    if isinstance(spec, (list, tuple)):
+        for item in spec:
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                raise ValueError(f"input ids must be ints or strings, not {item!r}")
+        return _sorted_ids(spec)
+    raise ValueError(f"cannot decode input ids from {spec!r} (expected a list, an int or a string)")
+
+
+def _decode_input_id_tokens(spec: str) -> list[InputID]:
+    ids: list[InputID] = []
+    for token in (token.strip() for token in spec.split(",")):
+        if not token:
+            continue
+        if token.isdigit():
+            ids.append(int(token))
+        elif match := _RANGE.match(token):
+            first, last = int(match.group(1)), int(match.group(2))
+            if first >= last:
+                raise ValueError(f'malformed range "{token}" in input ids: the first id must be less than the last')
+            ids.extend(range(first, last + 1))
+        elif _MALFORMED_RANGE.match(token):
+            raise ValueError(f'malformed range "{token}" in input ids "{spec}"')
+        else:
+            ids.append(token)
+    return ids
+
+
+def _sorted_ids(ids) -> list[InputID]:
+    return sorted(set(ids), key=lambda item: (isinstance(item, str), item))
+
+
+def load_from_module(name: str) -> Any:
+    """Load an object by dotted path: the longest importable module prefix, then attributes.
+
+    Raises `ImportError` naming `name` when no prefix imports or an attribute is missing; an
+    error raised while importing an existing module is chained, not masked.
+    """
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            current = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and module_name.startswith(error.name):
+                continue
+            raise ImportError(f"cannot import '{name}': {error}") from error
+        except Exception as error:
+            raise ImportError(f"cannot import '{name}': importing module '{module_name}' failed: {error}") from error
+        for attribute in parts[split:]:
+            try:
+                current = getattr(current, attribute)
+            except AttributeError as error:
+                raise ImportError(f"cannot import '{name}': {error}") from error
+        return current
+    raise ImportError(f"cannot import '{name}': no module named '{parts[0]}'")
+
+
+def _deep_merge(base: Mapping, override: Mapping) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _deep_freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _deep_freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_deep_freeze(item) for item in value)
+    return value
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_OPEN_STORES: dict[str, repype.store.Store] = {}
+
+
+def _open_store_cached(url: str, storage_options: dict | None, mode: str) -> repype.store.Store:
+    """Open stores once per process: tasks of one tree share one store object."""
+    cache_key = _canonical_json([url, storage_options, mode])
+    if cache_key not in _OPEN_STORES:
+        _OPEN_STORES[cache_key] = repype.store.open(url, storage_options=storage_options, mode=mode)
+    return _OPEN_STORES[cache_key]
+
+
+# --- the task -------------------------------------------------------------------------------
+
+
+class Task:
+    """Task in batch processing.
+
+    Each task can have a parent task, so each task is part of a task tree.
+
+    Args:
+        path: The path to the task directory.
+        spec: The task specification.
+        parent: The parent task of this task.
+    """
+
+    def __init__(self, path: PathLike, spec: dict, parent: Task | None = None):
+        self.path = pathlib.Path(path)
+        self.spec = spec if spec is not None else {}
+        self.parent = parent
+
+    def __repr__(self) -> str:
+        return f"Task({str(self.path)!r})"
+
+    # --- the tree and the specification ---------------------------------------------------
+
+    @property
+    def full_spec(self) -> dict[str, Any]:
+        """The full specification of the task, including the parent task specifications.
+
+        A deep merge: the child wins, nested mappings merge, lists are replaced.
+        """
+        return _deep_merge(self.parent.full_spec, self.spec) if self.parent else dict(self.spec)
+
+    @property
+    def runnable(self) -> bool:
+        """True if the task is runnable (the `runnable` spec key), False otherwise."""
+        return bool(self.full_spec.get("runnable", False))
+
+    @property
+    def input_ids(self) -> list[InputID]:
+        """The identifiers of the inputs of the task (see :func:`decode_input_ids`)."""
+        try:
+            return decode_input_ids(self.full_spec.get("input_ids"))
+        except ValueError as error:
+            raise ValueError(f"task {self.path}: invalid input_ids: {error}") from error
+
+    @property
+    def root(self) -> Task:
+        """The root task of the task tree."""
+        return self.parent.root if self.parent else self
+
+    @property
+    def parents(self) -> Iterator[Task]:
+        """Generator which yields all parent tasks of this task, starting with the immediate parent."""
+        task = self.parent
+        while task is not None:
+            yield task
+            task = task.parent
+
+    @property
+    def marginal_stages(self) -> Iterator[str]:
+        """The stages which are considered marginal (the `marginal_stages` spec key).
+
+        Outputs of marginal stages are removed from the pipeline data objects when storing the
+        results of the task. Yields stage ids; dotted stage class paths are resolved to ids.
+        """
+        for entry in self.full_spec.get("marginal_stages", []) or []:
+            if "." in entry:
+                stage_cls = load_from_module(entry)
+                yield getattr(stage_cls, "id", None) or stage_cls().id
+            else:
+                yield entry
+
+    @property
+    def ref_name(self) -> str:
+        """The task's path relative to its root task, as named in the store ("." for the root)."""
+        return self.path.resolve().relative_to(self.root.path.resolve()).as_posix()
+
+    def resolve_path(self, path: PathLike | None) -> pathlib.Path | None:
+        """Resolves a path relatively to the task directory.
+
+        `~` is expanded and these placeholders are replaced: ``{DIRNAME}`` (the name of the task
+        directory) and ``{ROOTDIR}`` (the root directory of the task tree).
+        """
+        if path is None:
+            return None
+        path = pathlib.Path(self._substitute(os.path.expanduser(str(path))))
+        if not path.is_absolute():
+            path = self.path / path
+        return path.resolve()
+
+    def _substitute(self, text: str) -> str:
+        return text.replace("{DIRNAME}", self.path.name).replace("{ROOTDIR}", str(self.root.path))
+
+    def get_full_spec_with_config(self, config: Config) -> dict[str, Any]:
+        """Get the full specification of the task adopted for the config.
+
+        The store location (`store`, `storage_options`) is left out: it says where results
+        live, not what they are.
+        """
+        spec = {key: value for key, value in self.full_spec.items() if key not in LOCATION_KEYS}
+        spec["config"] = config.entries
+        return spec
+
+    def compute_sha(self, config: Config | None = None) -> str:
+        """Compute the SHA-1 hash of the full task specification adopted for the config."""
+        spec = self.full_spec if config is None else self.get_full_spec_with_config(config)
+        spec = {key: value for key, value in spec.items() if key not in LOCATION_KEYS}
+        return hashlib.sha1(_canonical_json(spec).encode("utf8")).hexdigest()
+
+    def create_config(self) -> Config:
+        """Creates object which represents the hyperparameters of this task.
+
+        The hyperparameters are combined from three sources, later ones taking precedence: the
+        hyperparameters of the parent task, the `base_config_path` file of this task's own
+        specification (if any), and the `config` section of this task's own specification.
+        Changes to the returned object are not reflected in the task specification.
+        """
+        config = Config(self.spec.get("config") or {}).copy()
+        base_config_path = self.spec.get("base_config_path")
+        if base_config_path:
+            path = self.resolve_path(base_config_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"task {self.path}: base_config_path '{base_config_path}' not found ({path})")
+            with path.open() as file:
+                config = Config(yaml.safe_load(file) or {}).merge(config)
+        if self.parent:
+            return self.parent.create_config().merge(config)
+        return config
+
+    def create_pipeline(self, *args, **kwargs) -> Pipeline:
+        """Instantiates and returns the pipeline from the task specification.
+
+        Can be overridden in subclasses to create custom pipelines.
+        """
+        entry = self.full_spec.get("pipeline")
+        if entry is None:
+            raise TaskError(f"task {self.path}: the specification names no pipeline")
+        scopes = {key: self.resolve_path(value) for key, value in (self.full_spec.get("scopes") or {}).items()}
+        try:
+            if isinstance(entry, str):
+                return load_from_module(entry)(*args, scopes=scopes, **kwargs)
+            if isinstance(entry, list):
+                stages = [load_from_module(stage)() for stage in entry]
+                return repype.pipeline.create_pipeline(stages, *args, scopes=scopes, **kwargs)
+        except ImportError as error:
+            raise ImportError(f"task {self.path}: {error}") from error
+        raise TaskError(f"task {self.path}: 'pipeline' must be a dotted path or a list of them, not {entry!r}")
+
+    def setup_callbacks(self, pipeline: Pipeline) -> None:
+        """Add callbacks to the pipeline stages for methods named ``on_<stage id>_<event>``.
+
+        Hyphens in stage ids become underscores; events are `start`, `end`, `skip`, `after`.
+        """
+        for stage in pipeline.stages:
+            for event in ("start", "end", "skip", "after"):
+                callback = getattr(self, f"on_{stage.id.replace('-', '_')}_{event}", None)
+                if callback is not None:
+                    stage.add_callback(event, callback)
+
+    # --- digests in the task directory ----------------------------------------------------
+
+    @property
+    def digest_task_filepath(self) -> pathlib.Path:
+        """The path to the full task specification of the task completion."""
+        return self.resolve_path(".task.json")
+
+    @property
+    def digest_sha_filepath(self) -> pathlib.Path:
+        """The path to the hash values of the task completion (task spec and stages)."""
+        return self.resolve_path(".sha.json")
+
+    @property
+    def times_filepath(self) -> pathlib.Path:
+        """The path to the run times of the task completion (CSV, stage x input)."""
+        return self.resolve_path("times.csv")
+
+    @property
+    def digest(self) -> Mapping[str, Any] | None:
+        """Immutable full specification of the task completion (or None)."""
+        if not self.digest_task_filepath.is_file():
+            return None
+        return _deep_freeze(json.loads(self.digest_task_filepath.read_text()))
+
+    @property
+    def times(self) -> Benchmark:
+        """Run times of the task completion, a `Benchmark` indexed by stage id and input id."""
+        return Benchmark(self.times_filepath)
+
+    def _digest_sha(self) -> dict | None:
+        if not self.digest_sha_filepath.is_file():
+            return None
+        return json.loads(self.digest_sha_filepath.read_text())
+
+    # --- the store ------------------------------------------------------------------------
+
+    @property
+    def store_url(self) -> str:
+        """Where the task's results live: the `store` spec key, resolved.
+
+        Relative paths resolve against the directory of the task whose `task.yml` declares the
+        key, so its children share one store. Default: `.repype` in the root task's directory.
+        """
+        for task in (self, *self.parents):
+            if task.spec.get("store"):
+                location = self._substitute(os.path.expanduser(str(task.spec["store"])))
+                if "://" in location:
+                    return location
+                path = pathlib.Path(location)
+                return str((path if path.is_absolute() else task.path / path).resolve())
+        return str((self.root.path / DEFAULT_STORE_DIRNAME).resolve())
+
+    def open_store(self, mode: str = "a") -> repype.store.Store:
+        """Open the task's store (shared by every task of this process that names the same one)."""
+        options = self.full_spec.get("storage_options") or None
+        return _open_store_cached(self.store_url, options, mode)
+
+    def _existing_store(self) -> repype.store.Store | None:
+        """The task's store opened read-only, or None when it does not exist yet (creates nothing)."""
+        try:
+            return self.open_store(mode="r")
+        except repype.store.StoreMissingError:
+            return None
+
+    # --- pending, pick-up ------------------------------------------------------------------
+
+    def is_pending(self, pipeline: Pipeline, config: Config) -> PendingReason:
+        """Tells whether the task needs to run, and why.
+
+        Returns `'incomplete'` when the task was never completed or its results are gone from
+        the store, `'pipeline'` when a stage is new or its implementation changed,
+        `'specification'` when the specification or hyperparameters changed, and `''` when
+        the task is completed or not runnable.
+        """
+        if not self.runnable:
+            return ""
+        hashes = self._digest_sha()
+        if hashes is None:
+            return "incomplete"
+        store = self._existing_store()
+        if store is None or store.get_manifest(self.ref_name) is None:
+            return "incomplete"
+        if any(hashes["stages"].get(stage.id) != stage.sha for stage in pipeline.stages):
+            return "pipeline"
+        if hashes["task"] != self.compute_sha(config):
+            return "specification"
+        return ""
+
+    def find_first_diverging_stage(self, pipeline: Pipeline, config: Config) -> Stage | None:
+        """Find the first diverging stage of the task.
+
+        Stages are diverging if they are new, or if their implementation or hyperparameters
+        changed since the task was completed (the first stage when never completed). Returns
+        None when no stage diverges.
+        """
+        hashes, digest = self._digest_sha(), self.digest
+        if hashes is None or digest is None:
+            return pipeline.stages[0] if pipeline.stages else None
+        completed_config = digest.get("config", {})
+        for stage in pipeline.stages:
+            if hashes["stages"].get(stage.id) != stage.sha:
+                return stage
+            completed = _thaw(completed_config.get(stage.id, {}))
+            if completed != config.entries.get(stage.id, {}):  # get() would insert the default
+                return stage
+        return None
+
+    def find_pickup_task(self, pipeline: Pipeline, config: Config) -> dict[str, Task | Stage | None]:
+        """Find a previously completed task to pick up computations from.
+
+        Returns a dictionary with `task` (the task among this task and its parents to pick up
+        from, or None) and `first_diverging_stage` (the first stage that needs to run, or None
+        when no further computations are required). The run itself reuses every stage
+        execution in the store, which may be more than this task-level view shows.
+        """
+        candidates = [*self.parents, self]
+        diverging = {task: task.find_first_diverging_stage(pipeline, config) for task in candidates}
+        for task, stage in diverging.items():
+            if stage is None:
+                return {"task": task, "first_diverging_stage": None}
+        first = pipeline.stages[0] if pipeline.stages else None
+        best = max(candidates, key=lambda task: pipeline.find(diverging[task].id))
+        if diverging[best] is first:
+            return {"task": None, "first_diverging_stage": first}
+        return {"task": best, "first_diverging_stage": diverging[best]}
+
+    def reuse_plan(self, pipeline: Pipeline, config: Config) -> dict[InputID, list[str]]:
+        """For each input, the ids of the stages whose executions the store already holds.
+
+        This is what a run reuses at least, found without running anything: stages after the
+        first one that must run may be reused too when its outputs turn out unchanged.
+        """
+        store = self._existing_store()
+        if store is None:
+            return {input_id: [] for input_id in self.input_ids}
+        runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), quiet=True)
+        runs = [runner.start(input_id, config) for input_id in self.input_ids]
+        runner.advance_recorded(runs)
+        return {run.input_id: list(run.reused) for run in runs}
+
+    # --- marginals ------------------------------------------------------------------------
+
+    def get_marginal_fields(self, pipeline: Pipeline) -> frozenset[str]:
+        """The outputs of the marginal stages of `pipeline` (see :attr:`marginal_stages`)."""
+        marginal = set(self.marginal_stages)
+        return frozenset(name for stage in pipeline.stages if stage.id in marginal for name in stage.outputs)
+
+    def strip_marginals(self, pipeline: Pipeline, data_chunk: PipelineData) -> PipelineData:
+        """Shallow copy of the pipeline data object `data_chunk` without the marginal fields."""
+        marginal = self.get_marginal_fields(pipeline)
+        return {name: value for name, value in data_chunk.items() if name not in marginal}
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(
+        self,
+        config: Config,
+        pipeline: Pipeline | None = None,
+        pickup: bool = True,
+        strip_marginals: bool = True,
+        status: Any = None,
+    ) -> TaskData:
+        """Run the task and return its task data object.
+
+        With `pickup`, every stage execution recorded in the store is reused (whichever task
+        recorded it); stages that must run write their outputs to the store as they finish.
+        On completion the manifest and ref are written to the store, then `.task.json`,
+        `.sha.json` and `times.csv` to the task directory.
+        """
+        if not self.runnable:
+            raise TaskError(f"task {self.path} is not runnable")
+        pipeline = pipeline if pipeline is not None else self.create_pipeline()
+        store = self.open_store()
+        runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), status)
+        input_ids = self.input_ids
+        runs = [runner.start(input_id, config) for input_id in input_ids]
+        if pickup:
+            runner.advance_recorded(runs)
+        pickup_info = self.find_pickup_task(pipeline, config) if pickup else {"task": None}
+        repype.status.update(
+            status,
+            info="start",
+            task=str(self.path.resolve()),
+            pickup=str(pickup_info["task"].path.resolve()) if pickup_info["task"] else None,
+            first_stage=_first_stage_to_run(pipeline, runs),
+            store=store.url,
+            reused=sum(len(run.reused) for run in runs),
+            stage_count=len(pipeline.stages) * len(runs),
+        )
+        for step, run in enumerate(runs):
+            repype.status.update(
+                status,
+                info="process",
+                task=str(self.path.resolve()),
+                input_id=run.input_id,
+                step=step,
+                step_count=len(runs),
+            )
+            runner.finish(run, pickup=pickup)
+            repype.status.update(status, info="processed", input_id=run.input_id, **progress_event(run))
+            self._write_input_config(pipeline, run)
+        repype.status.update(status, info="storing", intermediate=True)
+        self._commit(runner, runs, config, self._times_of(runs))
+        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs}
+        repype.status.update(status, info="completed", task=str(self.path.resolve()))
+        return data
+
+    def _fields_to_store(self, pipeline: Pipeline) -> frozenset[str]:
+        return frozenset(pipeline.persistent_fields) - self.get_marginal_fields(pipeline)
+
+    def _data_of(self, runner: InputRunner, run: InputRun, strip_marginals: bool) -> PipelineData:
+        names = [name for name in run.persistent_refs]
+        if strip_marginals:
+            marginal = runner.marginal_fields
+            names = [name for name in names if name not in marginal]
+        return runner.materialize(run, names)
+
+    def _write_input_config(self, pipeline: Pipeline, run: InputRun) -> None:
+        path = pipeline.resolve("config", run.input_id)
+        if path is not None:
+            path = pathlib.Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(run.config.entries))
+
+    def _times_of(self, runs: list[InputRun]) -> Benchmark:
+        times = Benchmark(self.times_filepath)
+        for run in runs:
+            for stage_id, seconds in run.times.items():
+                times[stage_id, run.input_id] = seconds
+        return times
+
+    def store(self, pipeline: Pipeline, data: TaskData, config: Config, times: Benchmark) -> None:
+        """Store the computed task data object.
+
+        Writes every non-marginal field value and, for each stage whose inputs and outputs
+        are all in `data`, its stage record; then the manifest, the ref and the digest files.
+
+        Args:
+            pipeline: The pipeline used to compute data.
+            data: The task data object.
+            config: The hyperparameters used to compute data.
+            times: The run times of the pipeline stages.
+        """
+        if not self.runnable:
+            raise TaskError(f"task {self.path} is not runnable")
+        missing = set(self.input_ids) - set(data)
+        spurious = set(data) - set(self.input_ids)
+        if missing or spurious:
+            raise TaskError(
+                f"task {self.path}: data does not match input_ids (missing {sorted(map(repr, missing))}, "
+                f"spurious {sorted(map(repr, spurious))})"
+            )
+        store = self.open_store()
+        runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path))
+        runs = [self._run_from_data(runner, input_id, data[input_id], config, times) for input_id in self.input_ids]
+        self._commit(runner, runs, config, times)
+
+    def _run_from_data(
+        self, runner: InputRunner, input_id: InputID, chunk: PipelineData, config: Config, times: Benchmark
+    ) -> InputRun:
+        """Rebuild an input's state from its data, recording stages whose fields are all there."""
+        run = runner.start(input_id, config)
+        run.values.update(chunk)
+        for stage in runner.pipeline.stages:
+            if set(stage.outputs) <= set(chunk) and set(stage.inputs) <= set(run.refs):
+                key = runner.key(run, stage)
+                runner.record(run, stage, key, _time_or_zero(times, stage.id, input_id))
+        for name in chunk:
+            if name not in run.refs:
+                run.refs[name] = runner.store.describe(chunk[name], field=name)
+        return run
+
+    def _commit(self, runner: InputRunner, runs: list[InputRun], config: Config, times: Benchmark) -> None:
+        """Write the manifest and ref, then the digest files: the task is complete."""
+        pipeline = runner.pipeline
+        keep = self._fields_to_store(pipeline)
+        inputs = []
+        for run in runs:
+            names = [name for name in run.persistent_refs if name in keep]
+            inputs.append([run.input_id, runner.store_values(run, names)])
+        stage_shas = {stage.id: stage.sha for stage in pipeline.stages}
+        times.retain([stage.id for stage in pipeline.stages], [run.input_id for run in runs])
+        manifest = {
+            "inputs": inputs,
+            "records": sorted({key for run in runs for key in run.record_keys}),
+            "spec": self.get_full_spec_with_config(config),
+            "config": config.entries,
+            "stages": stage_shas,
+            "times": [[stage_id, run.input_id, seconds] for run in runs for stage_id, seconds in run.times.items()],
+            "created": time.time(),
+        }
+        runner.store.put_manifest(self.ref_name, manifest)
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_atomically(self.digest_task_filepath, json.dumps(self.get_full_spec_with_config(config)))
+        _write_atomically(
+            self.digest_sha_filepath, json.dumps({"stages": stage_shas, "task": self.compute_sha(config)})
+        )
+        times.save()
+
+    # --- loading and resetting ------------------------------------------------------------
+
+    def load(
+        self,
+        pipeline: Pipeline | None = None,
+        *,
+        input_ids: list[InputID] | None = None,
+        fields: list[str] | None = None,
+        lazy: bool = False,
+    ) -> TaskData:
+        """Load the previously computed task data object from the store.
+
+        A full load verifies that the stored data holds results for exactly the task's input
+        ids and, if `pipeline` is given, exactly its non-marginal persistent fields (plus
+        `input_id`). `input_ids` and `fields` load a subset (exactly the fields named); with
+        `lazy`, array fields come back as `zarr.Array` objects that read only what is sliced.
+        A damaged value raises `repype.store.IntegrityError` naming the task, input and field.
+        """
+        if not self.runnable:
+            raise TaskError(f"task {self.path} is not runnable")
+        store = self.open_store()
+        manifest = store.get_manifest(self.ref_name)
+        if manifest is None:
+            raise TaskError(f"task {self.path} has no results in the store {store.url} (run it first)")
+        stored = {input_id: refs for input_id, refs in manifest["inputs"]}
+        if input_ids is None:
+            self._check_input_ids(stored)
+        if pipeline is not None and fields is None:
+            self._check_fields(pipeline, stored)
+        selected = list(stored) if input_ids is None else list(input_ids)
+        data = {}
+        for input_id in selected:
+            if input_id not in stored:
+                raise KeyError(f"task {self.path}: no stored results for input {input_id!r}")
+            refs = stored[input_id]
+            names = list(refs) if fields is None else list(fields)
+            unknown = [name for name in names if name not in refs]
+            if unknown:
+                raise KeyError(f"task {self.path}: input {input_id!r} has no stored fields {unknown}")
+            data[input_id] = {
+                name: store.get_value(
+                    refs[name], lazy=lazy, context={"task": self.ref_name, "input": input_id, "field": name}
+                )
+                for name in names
+            }
+        return data
+
+    def _check_input_ids(self, stored: Mapping[InputID, Any]) -> None:
+        expected = set(self.input_ids)
+        if set(stored) != expected:
+            raise TaskError(
+                f"task {self.path}: stored results are inconsistent with the task specification "
+                f"(missing inputs {sorted(map(repr, expected - set(stored)))}, "
+                f"spurious inputs {sorted(map(repr, set(stored) - expected))})"
+            )
+
+    def _check_fields(self, pipeline: Pipeline, stored: Mapping[InputID, Mapping[str, Any]]) -> None:
+        required = self._fields_to_store(pipeline)
+        for input_id, refs in stored.items():
+            if set(refs) != required:
+                raise TaskError(
+                    f"task {self.path}: stored results of input {input_id!r} are inconsistent with the "
+                    f"pipeline (missing fields {sorted(required - set(refs))}, "
+                    f"spurious fields {sorted(set(refs) - required)})"
+                )
+
+    def reset(self) -> None:
+        """Reset the task: it becomes incomplete.
+
+        Removes the digest files and `times.csv` from the task directory and the task's ref
+        from the store; values shared with other tasks stay until garbage collection.
+        """
+        for path in (self.digest_task_filepath, self.digest_sha_filepath, self.times_filepath):
+            path.unlink(missing_ok=True)
+        self.open_store().delete_ref(self.ref_name)
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
+
+
+def _time_or_zero(times: Benchmark, stage_id: str, input_id: InputID) -> float:
+    try:
+        return float(times[stage_id, input_id])
+    except (KeyError, IndexError):
+        return 0.0
+
+
+def _first_stage_to_run(pipeline: Pipeline, runs: list[InputRun]) -> str | None:
+    """The earliest stage that some input still has to run after the store lookups."""
+    pending = [run.next_stage for run in runs if run.next_stage < len(pipeline.stages)]
+    return pipeline.stages[min(pending)].id if pending else None
