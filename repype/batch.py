@@ -1,0 +1,179 @@
+"""Batches of tasks: load a task tree from disk, find what is pending, run it."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import pathlib
+import sys
+import traceback
+from typing import Any
+
+import dill
+import yaml
+
+import repype.status
+from repype.config import Config
+from repype.pipeline import Pipeline, StageError
+from repype.task import PathLike, PendingReason, Task
+
+
+class RunContext:
+    """The pipeline and the hyperparameters used to run a task.
+
+    Args:
+        task: The task to run (must be runnable).
+    """
+
+    def __init__(self, task: Task):
+        if not task.runnable:
+            raise ValueError(f"task {task.path} is not runnable")
+        self.task = task
+        self.pipeline: Pipeline = task.create_pipeline()
+        self.config: Config = task.create_config()
+
+    @property
+    def pending(self) -> PendingReason:
+        """Why the task needs to run (see :meth:`Task.is_pending`), or `''`."""
+        return self.task.is_pending(self.pipeline, self.config)
+
+    def run(self, **kwargs) -> Any:
+        """Run the task with this context's pipeline and hyperparameters."""
+        return self.task.run(self.config, pipeline=self.pipeline, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RunContext({self.task.path})"
+
+
+def run_task_process(exit_code, payload: bytes) -> None:
+    """Run a task in a child process; send 0 through `exit_code` on success, 1 on failure.
+
+    `payload` is the dill-serialised pair `(run context, status)`. Failures are reported as an
+    `error` status event with the traceback and the failing stage.
+    """
+    context, status, sys_path = dill.loads(payload)
+    sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
+    try:
+        context.run(status=status)
+        exit_code.send(0)
+    except BaseException as error:
+        repype.status.update(
+            status,
+            info="error",
+            task=str(context.task.path.resolve()),
+            traceback=traceback.format_exc(),
+            stage=error.stage.id if isinstance(error, StageError) else None,
+        )
+        exit_code.send(1)
+
+
+class Batch:
+    """A collection of tasks, each identified by its path.
+
+    Args:
+        task_cls: The class to use for tasks.
+    """
+
+    def __init__(self, task_cls: type[Task] = Task):
+        self.task_cls = task_cls
+        self.tasks: dict[pathlib.Path, Task] = {}
+        self._process: multiprocessing.Process | None = None
+        self._pipe = None
+
+    def task(self, path: PathLike, spec: dict | None = None) -> Task | None:
+        """The task at `path`, loaded from `spec` or `path/task.yml` (parents first) on first use.
+
+        Returns None when there is neither a spec nor a `task.yml`. Asking again with a
+        different spec than the loaded one is an error.
+        """
+        path = pathlib.Path(path).resolve()
+        task = self.tasks.get(path)
+        if spec is None:
+            spec_path = path / "task.yml"
+            if not spec_path.is_file():
+                return task
+            try:
+                spec = yaml.safe_load(spec_path.read_text()) or {}
+            except yaml.YAMLError as error:
+                raise ValueError(f"task {path}: cannot parse task.yml: {error}") from error
+            if not isinstance(spec, dict):
+                raise ValueError(f"task {path}: task.yml must hold a mapping, not {type(spec).__name__}")
+        if task is not None:
+            if task.spec != spec:
+                raise ValueError(f"task {path}: the requested specification differs from the loaded one")
+            return task
+        parent = self.task(path.parent) if path.parent != path else None
+        task = self.task_cls(path=path, spec=spec, parent=parent)
+        self.tasks[path] = task
+        return task
+
+    def load(self, root: PathLike) -> None:
+        """Load every task below `root` (every directory with a `task.yml`)."""
+        root = pathlib.Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"no task directory at {root}")
+        for spec_path in sorted(root.rglob("task.yml")):
+            self.task(spec_path.parent)
+
+    @property
+    def contexts(self) -> list[RunContext]:
+        """A run context for each runnable task, in path order."""
+        return [RunContext(task) for path, task in sorted(self.tasks.items()) if task.runnable]
+
+    @property
+    def pending(self) -> list[RunContext]:
+        """The run contexts of the pending tasks, in path order."""
+        return [context for context in self.contexts if context.pending]
+
+    def context(self, path: PathLike) -> RunContext | None:
+        """The run context of the task at `path` (None when there is no such runnable task)."""
+        task = self.task(path)
+        return RunContext(task) if task is not None and task.runnable else None
+
+    async def run(self, contexts: list[RunContext] | None = None, status: Any = None) -> bool:
+        """Run the given contexts (default: the pending ones) in path order, each in a fresh process.
+
+        Stops at the first failure. Returns True when every task completed.
+        """
+        if self._process is not None:
+            raise RuntimeError("a task of this batch is already running")
+        contexts = self.pending if contexts is None else contexts
+        spawn = multiprocessing.get_context("spawn")
+        for step, context in enumerate(contexts):
+            task_status = repype.status.derive(status)
+            repype.status.update(
+                task_status,
+                info="enter",
+                task=str(context.task.path.resolve()),
+                step=step,
+                step_count=len(contexts),
+            )
+            receiver, sender = spawn.Pipe(duplex=False)
+            self._pipe = sender
+            payload = dill.dumps((context, task_status, list(sys.path)))
+            self._process = spawn.Process(target=run_task_process, args=(sender, payload))
+            try:
+                self._process.start()
+                while self._process.is_alive() and not receiver.poll():
+                    await asyncio.sleep(0.05)
+                code = receiver.recv() if receiver.poll(5) else self._process.exitcode
+                self._process.join()
+            finally:
+                self._process = None
+            if code != 0:
+                repype.status.update(status, info="interrupted", exit_code=code)
+                return False
+        return True
+
+    async def cancel(self) -> None:
+        """Cancel the running task: terminate its process (kill it after one second)."""
+        process = self._process
+        if process is None:
+            return
+        process.terminate()
+        await asyncio.to_thread(process.join, 1)
+        if process.exitcode is None:
+            process.kill()
+            await asyncio.to_thread(process.join)
+        if self._pipe is not None:
+            self._pipe.send(2)

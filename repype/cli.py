@@ -1,0 +1,192 @@
+"""The command line: batch runs of task trees, and `repype store ...` maintenance.
+
+``repype PATH [--run | --reset] [--task T]... [--task-dir D]...`` lists the selected pending
+tasks with the reason each is pending and what the store already holds for it (a dry run);
+``--run`` runs them, ``--reset`` resets them after confirmation. ``repype store CMD URL``
+inspects and maintains a store. Exit status 0 on success, 1 on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import repype.status
+import repype.store
+from repype.batch import Batch, RunContext
+from repype.store import StoreError
+from repype.task import Task
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `repype` console script and of `python -m repype`; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["store"]:
+        return store_main(argv[1:])
+    return batch_main(argv)
+
+
+# --- batch runs -------------------------------------------------------------------------------
+
+
+def batch_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repype",
+        description="Run the pending tasks of a task tree (a dry run unless --run). See also: repype store --help.",
+    )
+    parser.add_argument("path", type=pathlib.Path, help="root directory of the task tree")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--run", action="store_true", help="run the selected pending tasks")
+    action.add_argument("--reset", action="store_true", help="reset the selected tasks (asks to confirm)")
+    parser.add_argument("--task", action="append", default=[], type=pathlib.Path, help="select this task")
+    parser.add_argument(
+        "--task-dir", action="append", default=[], type=pathlib.Path, help="select the tasks in this directory"
+    )
+    return parser
+
+
+def batch_main(argv: Sequence[str], task_cls: type[Task] = Task) -> int:
+    """Run the batch command line with `argv` (without the program name)."""
+    args = batch_parser().parse_args(argv)
+    root = args.path.resolve()
+    if not root.is_dir():
+        print(f"repype: no task tree at {args.path}", file=sys.stderr)
+        return 1
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        batch = Batch(task_cls)
+        batch.load(root)
+        candidates = batch.contexts if args.reset else batch.pending
+        contexts = select(candidates, args.task, args.task_dir)
+    except Exception as error:  # a broken task.yml or pipeline: say which, no traceback
+        print(f"repype: {error}", file=sys.stderr)
+        return 1
+    if args.reset:
+        return reset(contexts)
+    print(f"{len(contexts)} task(s) selected for running")
+    for context in contexts:
+        print(f"  {context.pending or 'completed':<13} {describe(root, context.task)}")
+        print(f"  {'':<13} {reuse_summary(context)}")
+    if not args.run:
+        print('DRY RUN: use "--run" to run the tasks')
+        return 0
+    return 0 if asyncio.run(run_batch(batch, contexts)) else 1
+
+
+def select(contexts: list[RunContext], tasks: list[pathlib.Path], task_dirs: list[pathlib.Path]) -> list[RunContext]:
+    """The contexts named by `--task` or below a `--task-dir` (all when neither is given)."""
+    if not tasks and not task_dirs:
+        return contexts
+    tasks = [path.resolve() for path in tasks]
+    task_dirs = [path.resolve() for path in task_dirs]
+    return [
+        context
+        for context in contexts
+        if context.task.path in tasks
+        or any(context.task.path == directory or directory in context.task.path.parents for directory in task_dirs)
+    ]
+
+
+def describe(root: pathlib.Path, task: Task) -> str:
+    """The task's path relative to the tree's root (the root itself is '.')."""
+    return task.path.relative_to(root).as_posix() if task.path != root else "."
+
+
+def reuse_summary(context: RunContext) -> str:
+    """What the store already holds for the task: stage executions it will reuse, of how many."""
+    plan = context.task.reuse_plan(context.pipeline, context.config)
+    reused = sum(len(stages) for stages in plan.values())
+    total = len(plan) * len(context.pipeline.stages)
+    return f"{reused} of {total} stage executions reused from the store, {total - reused} to run (at most)"
+
+
+def reset(contexts: list[RunContext]) -> int:
+    """Reset `contexts` after the user types their number."""
+    for context in contexts:
+        print(f"  {context.task.path}")
+    answer = input(f"Type {len(contexts)} to reset these {len(contexts)} task(s): ").strip()
+    if answer != str(len(contexts)):
+        print("Nothing was reset.")
+        return 1
+    for context in contexts:
+        context.task.reset()
+    print(f"{len(contexts)} task(s) reset.")
+    return 0
+
+
+async def run_batch(batch: Batch, contexts: list[RunContext]) -> bool:
+    """Run the contexts with progress printed from the task processes."""
+    intermediate = os.environ.get("REPYPE_CLI_INTERMEDIATE", "1") != "0"
+    with repype.status.create() as status:
+        async with repype.status.ConsoleReader(status, intermediate=intermediate):
+            return await batch.run(contexts, status=status)
+
+
+# --- store maintenance ----------------------------------------------------------------------------
+
+
+def store_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="repype store", description="Inspect and maintain a repype store.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("ls", "tasks, inputs, fields and sizes"),
+        ("du", "bytes per task, unique vs shared, dedup ratio"),
+        ("verify", "re-hash every value and check every reference (exit 1 on damage)"),
+        ("gc", "delete what no task reaches (a dry run unless --yes)"),
+    ]:
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("url", help="store path or fsspec URL")
+        command.add_argument(
+            "-o",
+            "--storage-option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="fsspec storage option (repeatable), e.g. endpoint_url=http://127.0.0.1:9000",
+        )
+        if name == "verify":
+            command.add_argument("--repair", action="store_true", help="delete damaged values and their records")
+        if name == "gc":
+            command.add_argument("--grace", type=float, default=86400.0, help="spare what is younger (seconds)")
+            command.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
+    return parser
+
+
+def store_main(argv: Sequence[str]) -> int:
+    """Run `repype store ...` with `argv` (after the word `store`)."""
+    args = store_parser().parse_args(argv)
+    writes = (args.command == "verify" and args.repair) or (args.command == "gc" and args.yes)
+    try:
+        options = parse_storage_options(args.storage_option)
+        store = repype.store.open(args.url, storage_options=options or None, mode="a" if writes else "r")
+        if args.command == "ls":
+            report = store.ls()
+        elif args.command == "du":
+            report = store.du()
+        elif args.command == "verify":
+            report = store.verify(repair=args.repair)
+        else:
+            report = store.gc(grace=args.grace, dry_run=not args.yes)
+    except (StoreError, ValueError) as error:
+        print(f"repype store {args.command}: {error}", file=sys.stderr)
+        return 1
+    print(report.format())
+    return 0 if getattr(report, "ok", True) else 1
+
+
+def parse_storage_options(pairs: list[str]) -> dict:
+    """`KEY=VALUE` pairs as a dict; values that parse as YAML scalars (numbers, booleans) are typed."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"storage option '{pair}' is not KEY=VALUE")
+        options[key] = yaml.safe_load(value) if value else ""
+    return options
