@@ -1,0 +1,148 @@
+"""Batches and the command line, end to end on real task trees (tasks run in child processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from taskstages import COUNTS_ENV, read_counts
+from tasktree import PIPELINE, write_tree
+
+from repype.batch import Batch, RunContext
+
+TESTS_DIR = pathlib.Path(__file__).parent
+
+
+@pytest.fixture
+def counts(tmp_path, monkeypatch) -> pathlib.Path:
+    path = tmp_path / "counts.txt"
+    monkeypatch.setenv(COUNTS_ENV, str(path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+    return path
+
+
+def sweep(root: pathlib.Path, fail_on=None) -> pathlib.Path:
+    pipeline = [*PIPELINE, "taskstages.Fail"] if fail_on is not None else PIPELINE
+    config = {"load": {"size": 8}}
+    if fail_on is not None:
+        config["fail"] = {"fail_on": fail_on}
+    write_tree(
+        root,
+        {
+            "": {"runnable": False, "pipeline": pipeline, "input_ids": [1, 2], "config": config},
+            "a": {"runnable": True},
+            "a/deeper": {"config": {"threshold": {"threshold": 0.1}}},
+            "b": {"runnable": True, "config": {"threshold": {"threshold": 0.9}}},
+        },
+    )
+    return root
+
+
+def repype_cli(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "repype", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=240,
+        env={**os.environ, "REPYPE_CLI_INTERMEDIATE": "0"},
+    )
+
+
+def test_batch_loads_tree_and_links_parents(tmp_path):
+    root = sweep(tmp_path / "tree")
+    batch = Batch()
+    batch.load(root)
+    assert len(batch.tasks) == 4
+    deeper = batch.task(root / "a" / "deeper")
+    assert deeper.parent is batch.task(root / "a")
+    assert deeper.parent.parent is batch.task(root)
+    assert [context.task.path.name for context in batch.contexts] == ["a", "deeper", "b"]
+    assert isinstance(batch.context(root / "b"), RunContext)
+    assert batch.context(root) is None  # not runnable
+    with pytest.raises(ValueError, match="differs"):
+        batch.task(root / "b", {"runnable": False})
+
+
+def test_batch_run_in_child_processes_then_nothing_pending(tmp_path, counts):
+    root = sweep(tmp_path / "tree")
+    batch = Batch()
+    batch.load(root)
+    assert [context.pending for context in batch.pending] == ["incomplete"] * 3
+    assert asyncio.run(batch.run()) is True
+    assert batch.pending == []
+    # load ran once per input for the three tasks together: siblings and children reuse it
+    assert read_counts(counts)["load"] == 2
+    assert read_counts(counts)["threshold"] == 6
+
+
+def test_batch_stops_at_first_failure(tmp_path, counts):
+    root = sweep(tmp_path / "tree", fail_on=2)
+    batch = Batch()
+    batch.load(root)
+    assert asyncio.run(batch.run()) is False
+    assert len(batch.pending) == 3
+    assert read_counts(counts)["fail"] == 2  # the first task ran both inputs, then the batch stopped
+
+
+def test_cli_dry_run_run_and_reset(tmp_path, counts):
+    root = sweep(tmp_path / "tree")
+    dry = repype_cli(str(root))
+    assert dry.returncode == 0, dry.stderr
+    assert "3 task(s) selected" in dry.stdout
+    assert "incomplete" in dry.stdout and "a/deeper" in dry.stdout
+    assert "--run" in dry.stdout
+    assert not (root / ".repype").exists() or read_counts(counts)["load"] == 0
+
+    done = repype_cli(str(root), "--run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_counts(counts)["load"] == 2
+    assert "0 task(s) selected" in repype_cli(str(root)).stdout
+
+    (root / "b" / "task.yml").write_text("runnable: true\nconfig: {threshold: {threshold: 0.8}}\n")
+    plan = repype_cli(str(root))
+    assert "specification" in plan.stdout and "1 task(s) selected" in plan.stdout
+    assert "reused from the store" in plan.stdout
+
+    refused = repype_cli(str(root), "--reset", "--task", str(root / "a"), input="7\n")
+    assert refused.returncode == 1
+    reset = repype_cli(str(root), "--reset", "--task", str(root / "a"), "--task", str(root / "b"), input="2\n")
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert not (root / "a" / ".sha.json").exists()
+    after = repype_cli(str(root))
+    assert "2 task(s) selected" in after.stdout
+
+
+def test_cli_task_dir_selection_and_failure_exit_code(tmp_path, counts):
+    root = sweep(tmp_path / "tree", fail_on=1)
+    failed = repype_cli(str(root), "--run", "--task-dir", str(root / "a"))
+    assert failed.returncode == 1
+    assert "fail" in failed.stdout and "failing on purpose" in failed.stdout
+
+
+def test_cli_store_commands(tmp_path, counts):
+    root = sweep(tmp_path / "tree")
+    assert repype_cli(str(root), "--run").returncode == 0
+    store = str(root / ".repype")
+    ls = repype_cli("store", "ls", store)
+    assert ls.returncode == 0, ls.stderr
+    assert "a/deeper" in ls.stdout and "b" in ls.stdout
+    du = repype_cli("store", "du", store)
+    assert du.returncode == 0 and "dedup" in du.stdout.lower()
+    verify = repype_cli("store", "verify", store)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    gc = repype_cli("store", "gc", store, "--grace", "0")
+    assert gc.returncode == 0 and "dry run" in gc.stdout.lower()
+    # Damage a chunk: verify reports it and exits non-zero
+    chunk = next(p for p in (root / ".repype" / "blobs").rglob("*") if p.is_file() and p.name != "zarr.json")
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    damaged = repype_cli("store", "verify", store)
+    assert damaged.returncode == 1
+    missing = repype_cli("store", "ls", str(tmp_path / "nope"))
+    assert missing.returncode != 0 and "nope" in missing.stderr
