@@ -48,13 +48,13 @@ class RunContext:
 def run_task_process(exit_code, payload: bytes) -> None:
     """Run a task in a child process; send 0 through `exit_code` on success, 1 on failure.
 
-    `payload` is the dill-serialised pair `(run context, status)`. Failures are reported as an
+    `payload` is the dill-serialised tuple `(run context, status, sys.path, executor spec)`. Failures are reported as an
     `error` status event with the traceback and the failing stage.
     """
-    context, status, sys_path = dill.loads(payload)
+    context, status, sys_path, executor = dill.loads(payload)
     sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     try:
-        context.run(status=status)
+        context.run(status=status, executor=executor)
         exit_code.send(0)
     except BaseException as error:
         repype.status.update(
@@ -130,10 +130,13 @@ class Batch:
         task = self.task(path)
         return RunContext(task) if task is not None and task.runnable else None
 
-    async def run(self, contexts: list[RunContext] | None = None, status: Any = None) -> bool:
+    async def run(
+        self, contexts: list[RunContext] | None = None, status: Any = None, executor: int | str | None = None
+    ) -> bool:
         """Run the given contexts (default: the pending ones) in path order, each in a fresh process.
 
-        Stops at the first failure. Returns True when every task completed.
+        Stops at the first failure. Returns True when every task completed. `executor` (**new**)
+        fans each task's inputs out (see :func:`repype.executor.create_executor`).
         """
         if self._process is not None:
             raise RuntimeError("a task of this batch is already running")
@@ -150,7 +153,7 @@ class Batch:
             )
             receiver, sender = spawn.Pipe(duplex=False)
             self._pipe = sender
-            payload = dill.dumps((context, task_status, list(sys.path)))
+            payload = dill.dumps((context, task_status, list(sys.path), executor))
             self._process = spawn.Process(target=run_task_process, args=(sender, payload))
             try:
                 self._process.start()

@@ -46,6 +46,16 @@ def batch_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--task-dir", action="append", default=[], type=pathlib.Path, help="select the tasks in this directory"
     )
+    workers = parser.add_mutually_exclusive_group()
+    workers.add_argument("--jobs", type=int, default=None, metavar="N", help="run the inputs in N local processes")
+    workers.add_argument(
+        "--dask",
+        nargs="?",
+        const="dask",
+        default=None,
+        metavar="ADDRESS",
+        help="run the inputs on the Dask scheduler at ADDRESS (default: a new local cluster)",
+    )
     return parser
 
 
@@ -75,7 +85,8 @@ def batch_main(argv: Sequence[str], task_cls: type[Task] = Task) -> int:
     if not args.run:
         print('DRY RUN: use "--run" to run the tasks')
         return 0
-    return 0 if asyncio.run(run_batch(batch, contexts)) else 1
+    executor = args.dask if args.dask is not None else args.jobs
+    return 0 if asyncio.run(run_batch(batch, contexts, executor)) else 1
 
 
 def select(contexts: list[RunContext], tasks: list[pathlib.Path], task_dirs: list[pathlib.Path]) -> list[RunContext]:
@@ -119,12 +130,12 @@ def reset(contexts: list[RunContext]) -> int:
     return 0
 
 
-async def run_batch(batch: Batch, contexts: list[RunContext]) -> bool:
-    """Run the contexts with progress printed from the task processes."""
+async def run_batch(batch: Batch, contexts: list[RunContext], executor: int | str | None = None) -> bool:
+    """Run the contexts with progress printed from the task processes (inputs fanned out by `executor`)."""
     intermediate = os.environ.get("REPYPE_CLI_INTERMEDIATE", "1") != "0"
     with repype.status.create() as status:
         async with repype.status.ConsoleReader(status, intermediate=intermediate):
-            return await batch.run(contexts, status=status)
+            return await batch.run(contexts, status=status, executor=executor)
 
 
 # --- store maintenance ----------------------------------------------------------------------------

@@ -17,11 +17,18 @@ InputID = int | str
 class StageError(Exception):
     """A stage failed; `stage` is the failed stage and the original error is chained as `__cause__`."""
 
-    def __init__(self, stage: Stage) -> None:
+    def __init__(self, stage: Stage, message: str | None = None) -> None:
         super().__init__(f"Stage '{stage.id}' failed")
         self.stage = stage
+        self._message = message
+
+    def __reduce__(self) -> tuple:
+        # survives the trip back from worker processes, keeping the cause's text
+        return (type(self), (self.stage, str(self)))
 
     def __str__(self) -> str:
+        if self._message is not None:
+            return self._message
         cause = self.__cause__
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
         return f"Stage '{self.stage.id}' failed{detail}"

@@ -12,11 +12,17 @@ This module knows the store and the pipeline, but nothing of task directories.
 
 from __future__ import annotations
 
+import json
+import pickle
+import sys
 import warnings
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import dill
+
+import repype.store
 from repype.config import Config
 from repype.pipeline import Pipeline, StageError
 from repype.stage import Stage
@@ -25,6 +31,17 @@ from repype.store.keys import stage_key
 
 InputID = int | str
 ValueRef = dict[str, Any]
+
+
+_OPEN_STORES: dict[str, Store] = {}
+
+
+def open_shared_store(url: str, storage_options: dict | None = None, mode: str = "a") -> Store:
+    """The store at `url`, opened once per process (tasks and workers of one process share it)."""
+    cache_key = json.dumps([url, storage_options, mode], sort_keys=True, default=str)
+    if cache_key not in _OPEN_STORES:
+        _OPEN_STORES[cache_key] = repype.store.open(url, storage_options=storage_options, mode=mode)
+    return _OPEN_STORES[cache_key]
 
 
 class ReuseWarning(UserWarning):
@@ -284,3 +301,64 @@ class InputRunner:
 def progress_event(run: InputRun) -> Mapping[str, Any]:
     """Summary of how an input was resolved: stages reused from the store and stages run."""
     return {"reused": len(run.reused), "executed": len(run.executed), "reused_stages": list(run.reused)}
+
+
+@dataclass
+class WorkOrder:
+    """What a worker needs to finish one input: where the store is, the pipeline, the input."""
+
+    store_url: str
+    storage_options: dict | None
+    pipeline: Pipeline
+    marginal_fields: frozenset[str]
+    context: str
+    input_id: InputID
+    config: Config
+    pickup: bool
+    status: Any = None
+
+
+def work_order_payload(order: WorkOrder) -> bytes:
+    """`order` as bytes for :func:`run_work_order`, with this process's `sys.path` (stages import in workers)."""
+    return pickle.dumps((list(sys.path), dill.dumps(order)))
+
+
+def run_work_order(payload: bytes) -> bytes:
+    """Runs a :func:`work_order_payload` (in a worker); returns the resolved input without values.
+
+    The worker writes values and records to the store itself; only references travel back.
+    """
+    sys_path, order_bytes = pickle.loads(payload)
+    sys.path.extend(entry for entry in sys_path if entry not in sys.path)  # where the stages are importable
+    order: WorkOrder = dill.loads(order_bytes)
+    store = open_shared_store(order.store_url, order.storage_options)
+    runner = InputRunner(store, order.pipeline, order.marginal_fields, order.context, order.status)
+    run = runner.finish(runner.start(order.input_id, order.config), pickup=order.pickup)
+    return dill.dumps(resolved_state(run))
+
+
+def resolved_state(run: InputRun) -> dict[str, Any]:
+    """The state of a finished input without its values (stages by id)."""
+    return {
+        "refs": run.refs,
+        "producers": {name: stage.id for name, stage in run.producers.items()},
+        "consumed": sorted(run.consumed),
+        "record_keys": run.record_keys,
+        "times": run.times,
+        "reused": run.reused,
+        "executed": run.executed,
+        "next_stage": run.next_stage,
+    }
+
+
+def adopt_resolved_state(run: InputRun, pipeline: Pipeline, state: dict[str, Any]) -> None:
+    """Brings `run` to the state a worker reached (values are loaded later, when needed)."""
+    run.refs = state["refs"]
+    run.producers = {name: pipeline.stage(stage_id) for name, stage_id in state["producers"].items()}
+    run.consumed = set(state["consumed"])
+    run.record_keys = state["record_keys"]
+    run.times = state["times"]
+    run.reused = state["reused"]
+    run.executed = state["executed"]
+    run.next_stage = state["next_stage"]
+    run.values = {"input_id": run.input_id}

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
+import dill
 import yaml
 
 import repype.pipeline
@@ -25,8 +26,18 @@ import repype.status
 import repype.store
 from repype.benchmark import Benchmark
 from repype.config import Config
+from repype.executor import Executor, ProcessExecutor, create_executor
 from repype.pipeline import Pipeline
-from repype.runner import InputRun, InputRunner, progress_event
+from repype.runner import (
+    InputRun,
+    InputRunner,
+    WorkOrder,
+    adopt_resolved_state,
+    open_shared_store,
+    progress_event,
+    run_work_order,
+    work_order_payload,
+)
 from repype.stage import Stage
 
 InputID = int | str
@@ -158,17 +169,6 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-_OPEN_STORES: dict[str, repype.store.Store] = {}
-
-
-def _open_store_cached(url: str, storage_options: dict | None, mode: str) -> repype.store.Store:
-    """Open stores once per process: tasks of one tree share one store object."""
-    cache_key = _canonical_json([url, storage_options, mode])
-    if cache_key not in _OPEN_STORES:
-        _OPEN_STORES[cache_key] = repype.store.open(url, storage_options=storage_options, mode=mode)
-    return _OPEN_STORES[cache_key]
 
 
 # --- the task -------------------------------------------------------------------------------
@@ -385,7 +385,7 @@ class Task:
     def open_store(self, mode: str = "a") -> repype.store.Store:
         """Open the task's store (shared by every task of this process that names the same one)."""
         options = self.full_spec.get("storage_options") or None
-        return _open_store_cached(self.store_url, options, mode)
+        return open_shared_store(self.store_url, options, mode)
 
     def _existing_store(self) -> repype.store.Store | None:
         """The task's store opened read-only, or None when it does not exist yet (creates nothing)."""
@@ -491,6 +491,7 @@ class Task:
         pickup: bool = True,
         strip_marginals: bool = True,
         status: Any = None,
+        executor: Executor | int | str | None = None,
     ) -> TaskData:
         """Run the task and return its task data object.
 
@@ -498,14 +499,18 @@ class Task:
         recorded it); stages that must run write their outputs to the store as they finish.
         On completion the manifest and ref are written to the store, then `.task.json`,
         `.sha.json` and `times.csv` to the task directory.
+
+        `executor` (**new**) fans the inputs out: None or 1 runs them here, in order; an int N
+        runs them in N local processes; `'dask'` on a local Dask cluster; a scheduler address
+        on that Dask cluster (see :func:`repype.executor.create_executor`). Workers open the
+        store by URL, so it must be reachable from them.
         """
         if not self.runnable:
             raise TaskError(f"task {self.path} is not runnable")
         pipeline = pipeline if pipeline is not None else self.create_pipeline()
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), status)
-        input_ids = self.input_ids
-        runs = [runner.start(input_id, config) for input_id in input_ids]
+        runs = [runner.start(input_id, config) for input_id in self.input_ids]
         if pickup:
             runner.advance_recorded(runs)
         pickup_info = self.find_pickup_task(pipeline, config) if pickup else {"task": None}
@@ -519,23 +524,67 @@ class Task:
             reused=sum(len(run.reused) for run in runs),
             stage_count=len(pipeline.stages) * len(runs),
         )
-        for step, run in enumerate(runs):
-            repype.status.update(
-                status,
-                info="process",
-                task=str(self.path.resolve()),
-                input_id=run.input_id,
-                step=step,
-                step_count=len(runs),
-            )
-            runner.finish(run, pickup=pickup)
-            repype.status.update(status, info="processed", input_id=run.input_id, **progress_event(run))
-            self._write_input_config(pipeline, run)
+        workers = create_executor(executor)
+        try:
+            if workers.remote:
+                self._finish_remotely(workers, runner, runs, config, pickup, status)
+            else:
+                self._finish_here(runner, runs, pickup, status)
+        finally:
+            if workers is not executor:  # close only what this run created
+                workers.close()
         repype.status.update(status, info="storing", intermediate=True)
         self._commit(runner, runs, config, self._times_of(runs))
         data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs}
         repype.status.update(status, info="completed", task=str(self.path.resolve()))
         return data
+
+    def _finish_here(self, runner: InputRunner, runs: list[InputRun], pickup: bool, status: Any) -> None:
+        for step, run in enumerate(runs):
+            self._report_input(status, run, step, len(runs))
+            runner.finish(run, pickup=pickup)
+            self._input_done(runner, run, status)
+
+    def _finish_remotely(
+        self, workers: Executor, runner: InputRunner, runs: list[InputRun], config: Config, pickup: bool, status: Any
+    ) -> None:
+        options = self.full_spec.get("storage_options") or None
+        local = isinstance(workers, ProcessExecutor)  # a status journal is a local file
+        orders = [
+            work_order_payload(
+                WorkOrder(
+                    self.store_url,
+                    options,
+                    runner.pipeline,
+                    runner.marginal_fields,
+                    str(self.path),
+                    run.input_id,
+                    config,
+                    pickup,
+                    repype.status.derive(status) if local else None,
+                )
+            )
+            for run in runs
+        ]
+        for step, (index, state) in enumerate(workers.map(run_work_order, orders)):
+            run = runs[index]
+            adopt_resolved_state(run, runner.pipeline, dill.loads(state))
+            self._report_input(status, run, step, len(runs))
+            self._input_done(runner, run, status)
+
+    def _report_input(self, status: Any, run: InputRun, step: int, step_count: int) -> None:
+        repype.status.update(
+            status,
+            info="process",
+            task=str(self.path.resolve()),
+            input_id=run.input_id,
+            step=step,
+            step_count=step_count,
+        )
+
+    def _input_done(self, runner: InputRunner, run: InputRun, status: Any) -> None:
+        repype.status.update(status, info="processed", input_id=run.input_id, **progress_event(run))
+        self._write_input_config(runner.pipeline, run)
 
     def _fields_to_store(self, pipeline: Pipeline) -> frozenset[str]:
         return frozenset(pipeline.persistent_fields) - self.get_marginal_fields(pipeline)
