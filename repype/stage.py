@@ -158,16 +158,17 @@ class Stage:
     def signature(self) -> dict[str, Any]:
         """A JSON-able description of the implementation of this stage.
 
-        It covers the code of every method defined by the stage class and its bases below
-        `Stage` (as a syntax tree when the source is available, so comments and formatting do
-        not count; otherwise bytecode with its constants), its JSON-able class attributes
+        It covers the code of every method defined by the stage class and its bases other than
+        `Stage` itself, mixins included (as a syntax tree when the source is available, so
+        comments and formatting do not count; otherwise bytecode with its constants and default
+        argument values), its JSON-able class attributes
         (`inputs`, `outputs`, ...) and `signature_bump`. It is the same in every process.
 
         It cannot see code outside the class, such as module-level helper functions or
         libraries the stage calls: change `signature_bump` (any JSON-able value) when such code
         changes the results.
         """
-        classes = [cls for cls in type(self).__mro__ if issubclass(cls, Stage) and cls is not Stage]
+        classes = [cls for cls in type(self).__mro__ if cls not in (Stage, object)]  # mixins included
         methods: dict[str, str] = {}
         attributes: dict[str, Any] = {}
         for cls in reversed(classes):
@@ -228,7 +229,12 @@ def _code_fingerprint(function: types.FunctionType) -> str:
         source = textwrap.dedent(inspect.getsource(function))
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError):
-        return "code:" + hashlib.sha1(_bytecode_text(function.__code__).encode("utf-8")).hexdigest()
+        defaults = [
+            _constant_text(function.__defaults__),
+            _constant_text(sorted((function.__kwdefaults__ or {}).items())),
+        ]
+        text = "|".join([_bytecode_text(function.__code__), *defaults])
+        return "code:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
     for node in ast.walk(tree):
         _strip_docstring(node)
     return "ast:" + hashlib.sha1(ast.dump(tree, include_attributes=False).encode("utf-8")).hexdigest()
