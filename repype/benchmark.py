@@ -76,7 +76,7 @@ class Benchmark(Generic[T]):
     def save(self) -> None:
         """Writes the table to `filepath` (atomically: readers see the old or the new file)."""
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer, lineterminator="\r\n")  # the reader's own line ending: a lone \r gets quoted
         writer.writerow(["stage", *(json.dumps(i) for i in self._input_ids)])
         for stage_id, row in self._values.items():
             writer.writerow([stage_id, *(json.dumps(row[i]) if i in row else "" for i in self._input_ids)])

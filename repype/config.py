@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
 import yaml
+
+from repype.canonical import canonical_json
 
 
 class Config:
@@ -111,9 +112,8 @@ class Config:
 
     @property
     def sha(self) -> str:
-        """SHA-1 hex digest of the entries (key order does not matter)."""
-        text = json.dumps(self.entries, sort_keys=True, separators=(",", ":"), default=repr)
-        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+        """SHA-1 hex digest of the entries (key order does not matter; the int 1 and the str "1" differ)."""
+        return hashlib.sha1(canonical_json(self.entries).encode("utf-8")).hexdigest()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and other.entries == self.entries

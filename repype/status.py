@@ -232,7 +232,8 @@ def progress(
     """Yields the items of `iterable`, reporting `step` and `max_steps` to `status` before each."""
     if iterations is None and hasattr(iterable, "__len__"):
         iterations = len(iterable)
-    for step, item in enumerate(iterable):
-        update(status, info="progress", details=details, step=step, max_steps=iterations, intermediate=True)
+    count = 0
+    for count, item in enumerate(iterable, start=1):
+        update(status, info="progress", details=details, step=count - 1, max_steps=iterations, intermediate=True)
         yield item
-    update(status, info="progress", details=details, step=iterations, max_steps=iterations, intermediate=True)
+    update(status, info="progress", details=details, step=count, max_steps=iterations or count, intermediate=True)

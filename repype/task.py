@@ -25,6 +25,7 @@ import repype.pipeline
 import repype.status
 import repype.store
 from repype.benchmark import Benchmark
+from repype.canonical import canonical_json
 from repype.config import Config
 from repype.executor import Executor, ProcessExecutor, create_executor
 from repype.pipeline import Pipeline
@@ -161,10 +162,6 @@ def _deep_freeze(value: Any) -> Any:
     return value
 
 
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def _write_atomically(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -278,7 +275,7 @@ class Task:
         """Compute the SHA-1 hash of the full task specification adopted for the config."""
         spec = self.full_spec if config is None else self.get_full_spec_with_config(config)
         spec = {key: value for key, value in spec.items() if key not in LOCATION_KEYS}
-        return hashlib.sha1(_canonical_json(spec).encode("utf8")).hexdigest()
+        return hashlib.sha1(canonical_json(spec).encode("utf8")).hexdigest()
 
     def create_config(self) -> Config:
         """Creates object which represents the hyperparameters of this task.

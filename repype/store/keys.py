@@ -1,20 +1,14 @@
-"""Stage-execution keys: SHA-1 of a canonical JSON document.
-
-The canonical form preserves types: the int `1`, the float `1.0` and the string `"1"` differ;
-dict key order never matters; tuples, sets, bytes, numpy scalars and dicts with non-string
-keys are tagged, so that no two different values share a form.
-"""
+"""Stage-execution keys: SHA-1 of a canonical JSON document (see :mod:`repype.canonical`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
+from repype.canonical import canonical as canonical_form
+from repype.canonical import canonical_json as canonical_text
 from repype.store.errors import KeyMaterialError
 
 KEY_SCHEMA_VERSION = 1
@@ -22,38 +16,19 @@ KEY_SCHEMA_VERSION = 1
 
 
 def canonical(value: Any) -> Any:
-    """`value` as plain JSON data in a type-preserving canonical form (see the module docstring)."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int) and type(value) is int:
-        return value
-    if isinstance(value, float) and type(value) is float:
-        return value if math.isfinite(value) else {"$float": repr(value)}
-    if isinstance(value, np.generic):
-        return {"$numpy": value.dtype.str, "value": canonical(value.item())}
-    if isinstance(value, np.ndarray):
-        return {"$ndarray": value.dtype.str, "shape": list(value.shape), "data": canonical(value.tolist())}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    if isinstance(value, tuple):
-        return {"$tuple": [canonical(item) for item in value]}
-    if isinstance(value, set | frozenset):
-        return {"$set": sorted((canonical(item) for item in value), key=canonical_json)}
-    if isinstance(value, bytes):
-        return {"$bytes": value.hex()}
-    if isinstance(value, Mapping):
-        if all(isinstance(key, str) and not key.startswith("$") for key in value):
-            return {key: canonical(item) for key, item in value.items()}
-        pairs = [[canonical(key), canonical(item)] for key, item in value.items()]
-        return {"$dict": sorted(pairs, key=canonical_json)}
-    if hasattr(value, "entries") and isinstance(value.entries, dict):  # repype.config.Config
-        return canonical(value.entries)
-    raise KeyMaterialError(f"{type(value).__name__} value {value!r} has no canonical form for a store key")
+    """`value` in canonical form (see :mod:`repype.canonical`); raises KeyMaterialError when it has none."""
+    try:
+        return canonical_form(value)
+    except TypeError as error:
+        raise KeyMaterialError(f"{error} for a store key") from None
 
 
 def canonical_json(value: Any) -> str:
-    """Canonical JSON text of `value`: sorted keys, fixed separators, type-preserving (see :func:`canonical`)."""
-    return json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Canonical JSON text of `value` (see :mod:`repype.canonical`); raises KeyMaterialError when it has none."""
+    try:
+        return canonical_text(value)
+    except TypeError as error:
+        raise KeyMaterialError(f"{error} for a store key") from None
 
 
 def key_document(

@@ -1,0 +1,53 @@
+"""Canonical JSON: one text per value, preserving types.
+
+The int `1`, the float `1.0` and the string `"1"` differ; dict key order never matters;
+tuples, sets, bytes, numpy values, dates and dicts with non-string keys are tagged, so that no
+two different values share a form. Used for every digest of hyperparameters and specifications.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def canonical(value: Any) -> Any:
+    """`value` as plain JSON data in a type-preserving canonical form (see the module docstring)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int) and type(value) is int:
+        return value
+    if isinstance(value, float) and type(value) is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(value, np.generic):
+        return {"$numpy": value.dtype.str, "value": canonical(value.item())}
+    if isinstance(value, np.ndarray):
+        return {"$ndarray": value.dtype.str, "shape": list(value.shape), "data": canonical(value.tolist())}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    if isinstance(value, tuple):
+        return {"$tuple": [canonical(item) for item in value]}
+    if isinstance(value, set | frozenset):
+        return {"$set": sorted((canonical(item) for item in value), key=canonical_json)}
+    if isinstance(value, bytes):
+        return {"$bytes": value.hex()}
+    if isinstance(value, Mapping):
+        if all(isinstance(key, str) and not key.startswith("$") for key in value):
+            return {key: canonical(item) for key, item in value.items()}
+        pairs = [[canonical(key), canonical(item)] for key, item in value.items()]
+        return {"$dict": sorted(pairs, key=canonical_json)}
+    if hasattr(value, "entries") and isinstance(value.entries, dict):  # repype.config.Config
+        return canonical(value.entries)
+    if isinstance(value, datetime.date | datetime.time):  # YAML reads dates as such
+        return {"$" + type(value).__name__: value.isoformat()}
+    raise TypeError(f"{type(value).__name__} value {value!r} has no canonical form")
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON text of `value`: sorted keys, fixed separators, type-preserving (see :func:`canonical`)."""
+    return json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
