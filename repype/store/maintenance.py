@@ -266,16 +266,23 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
 
 
 def _repair(store: Store, report: VerifyReport) -> None:
-    for name in report.broken_refs:
+    delete_nodes(store, report.broken_refs, report.broken_records, report.broken_manifests, report.damaged_blobs)
+    report.repaired = True
+
+
+def delete_nodes(
+    store: Store, refs: Iterable[str], records: Iterable[str], manifests: Iterable[str], blobs: Iterable[str]
+) -> None:
+    """Deletes refs, then records and manifests, then values: nothing ever points at a deleted value."""
+    for name in refs:
         store.delete_ref(name)
-    for key in report.broken_records:
+    for key in records:
         store.delete_record(key)
-    for digest in report.broken_manifests:
+    for digest in manifests:
         store.backend.delete_dir(layout.manifest_path(digest))
-    for digest in report.damaged_blobs:
+    for digest in blobs:
         store.backend.delete_dir(layout.blob_path(digest))
     store.forget_cache()
-    report.repaired = True
 
 
 # --- gc -------------------------------------------------------------------------------------------
@@ -345,11 +352,5 @@ def gc(store: Store, grace: float = 86400.0, dry_run: bool = True) -> GcReport:
             report.blobs.append(digest)
             report.freed_bytes += blob_size(inventory.blobs.get(digest))
     if not dry_run:
-        for key in report.records:  # records first: no record ever points at a deleted value
-            store.delete_record(key)
-        for digest in report.blobs:
-            store.backend.delete_dir(layout.blob_path(digest))
-        for digest in report.manifests:
-            store.backend.delete_dir(layout.manifest_path(digest))
-        store.forget_cache()
+        delete_nodes(store, (), report.records, report.manifests, report.blobs)
     return report
