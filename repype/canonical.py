@@ -33,7 +33,8 @@ def canonical(value: Any) -> Any:
     if isinstance(value, tuple):
         return {"$tuple": [canonical(item) for item in value]}
     if isinstance(value, set | frozenset):
-        return {"$set": sorted((canonical(item) for item in value), key=canonical_json)}
+        tag = "$frozenset" if isinstance(value, frozenset) else "$set"
+        return {tag: sorted((canonical(item) for item in value), key=canonical_json)}
     if isinstance(value, bytes):
         return {"$bytes": value.hex()}
     if isinstance(value, Mapping):
@@ -51,3 +52,29 @@ def canonical(value: Any) -> Any:
 def canonical_json(value: Any) -> str:
     """Canonical JSON text of `value`: sorted keys, fixed separators, type-preserving (see :func:`canonical`)."""
     return json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def from_canonical(document: Any) -> Any:
+    """The value of a canonical form (inverse of :func:`canonical` for JSON data, tuples, sets,
+    frozensets, bytes, non-finite floats, dicts with any keys and numpy scalars)."""
+    if isinstance(document, list):
+        return [from_canonical(item) for item in document]
+    if not isinstance(document, dict):
+        return document
+    if "$numpy" in document:
+        return np.dtype(document["$numpy"]).type(from_canonical(document["value"]))
+    if len(document) == 1:
+        tag, content = next(iter(document.items()))
+        if tag in _DECODERS:
+            return _DECODERS[tag](content)
+    return {key: from_canonical(item) for key, item in document.items()}
+
+
+_DECODERS = {
+    "$float": float,
+    "$tuple": lambda items: tuple(from_canonical(item) for item in items),
+    "$set": lambda items: {from_canonical(item) for item in items},
+    "$frozenset": lambda items: frozenset(from_canonical(item) for item in items),
+    "$bytes": bytes.fromhex,
+    "$dict": lambda pairs: {from_canonical(key): from_canonical(item) for key, item in pairs},
+}

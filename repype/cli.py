@@ -187,7 +187,7 @@ def store_main(argv: Sequence[str]) -> int:
         print(f"repype store {args.command}: {error}", file=sys.stderr)
         return 1
     print(report.format())
-    return 0 if getattr(report, "ok", True) else 1
+    return 0 if report.ok or getattr(report, "repaired", False) else 1
 
 
 def parse_storage_options(pairs: list[str]) -> dict:

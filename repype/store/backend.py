@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import zarr
@@ -181,7 +181,8 @@ class Backend:
     def set(self, key: str, data: bytes) -> None:
         """Writes `data` at `key` (atomically: readers see the old or the new bytes)."""
         self._check_writable()
-        self.run(self.zarr_store.set(key, self._prototype.buffer.from_bytes(data)))
+        with self._write_errors():
+            self.run(self.zarr_store.set(key, self._prototype.buffer.from_bytes(data)))
 
     def set_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Writes every `(key, data)` pair, concurrently."""
@@ -193,7 +194,18 @@ class Backend:
             await self._gather([lambda k=k, d=d: store.set(k, buffer.from_bytes(d)) for k, d in items])
 
         if items:
-            self.run(put())
+            with self._write_errors():
+                self.run(put())
+
+    @contextlib.contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """A missing location while writing (an S3 bucket that does not exist) is a StoreUnavailableError."""
+        try:
+            yield
+        except FileNotFoundError as error:
+            raise StoreUnavailableError(
+                f"store {self.display_url}: cannot write there ({error}); does the bucket or directory exist?"
+            ) from None
 
     def delete(self, key: str) -> None:
         """Deletes `key` (no error when missing)."""

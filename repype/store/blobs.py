@@ -57,6 +57,7 @@ def encode_blob(encoded: Encoded, compressors: Any) -> tuple[list[tuple[str, byt
         compressors=compressors,
         attributes=attributes,
         zarr_format=3,
+        config={"write_empty_chunks": True},  # -0.0 equals the fill value 0 but is other bytes
     )
     document = json.loads(staged.pop(metadata_key(path)).to_bytes())
     chunks = [(key, buffer.to_bytes()) for key, buffer in staged.items() if key.startswith(path + "/")]

@@ -5,6 +5,9 @@
   bytes with a trailing item axis (`raw` layout) and restored to the exact dtype;
 * values that JSON represents exactly: JSON (small ones inline, in the reference itself);
 * values of a type with a registered :class:`FieldCodec`: that codec's bytes;
+* tuples, sets, frozensets, bytes, numpy scalars, non-finite floats and dicts with non-string
+  keys (nested in JSON-like data): tagged JSON (`repype.canonical`), so they load without
+  unpickling and their digest does not depend on hash randomisation;
 * anything else: a dill pickle.
 
 A value's content digest is the xxh3-128 of its canonical encoding: a header naming codec,
@@ -13,6 +16,8 @@ dtype and shape, then the bytes. Identical values therefore share one digest.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +27,7 @@ import dill
 import numpy as np
 import xxhash
 
+from repype.canonical import canonical, from_canonical
 from repype.store.errors import SerializationError
 
 INLINE_LIMIT = 1024
@@ -30,7 +36,7 @@ INLINE_LIMIT = 1024
 ValueRef = dict[str, Any]
 
 _NATIVE_KINDS = "biufc"
-_RAW_KINDS = "SUMmV"
+_RAW_KINDS = "SUMm"  # structured (V) dtypes are pickled: their field names need the full description
 
 
 class FieldCodec:
@@ -54,7 +60,7 @@ class FieldCodec:
 
 
 _CODECS: dict[str, FieldCodec] = {}
-_RESERVED = {"json", "ndarray", "pickle"}
+_RESERVED = {"json", "tagged", "ndarray", "pickle"}
 
 
 def register_codec(codec: FieldCodec) -> None:
@@ -135,8 +141,9 @@ def _is_storable_array(value: Any) -> bool:
 
 def encode(value: Any, field_name: str = "") -> Encoded:
     """The stored form of `value`; raises :class:`SerializationError` naming `field_name` when impossible."""
-    if is_exact_json(value):
-        return _encode_json(value)
+    with contextlib.suppress(UnicodeEncodeError):  # strings with lone surrogates are pickled
+        if is_exact_json(value):
+            return _encode_text("json", value)
     if _is_storable_array(value):
         return _encode_array(value)
     codec = _codec_for(value)
@@ -145,6 +152,11 @@ def encode(value: Any, field_name: str = "") -> Encoded:
             return _encode_bytes(codec.name, codec.encode(value))
         except Exception as error:
             raise SerializationError(f"field '{field_name}': codec '{codec.name}' failed: {error}") from error
+    with contextlib.suppress(UnicodeEncodeError):
+        if _is_taggable(value):
+            document = canonical(value)
+            if _exactly_equal(from_canonical(document), value):
+                return _encode_text("tagged", document)
     try:
         return _encode_bytes("pickle", dill.dumps(value))
     except Exception as error:
@@ -153,15 +165,53 @@ def encode(value: Any, field_name: str = "") -> Encoded:
         ) from error
 
 
-def _encode_json(value: Any) -> Encoded:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    digest = digest_bytes(_header("json"), text)
-    if len(text) <= INLINE_LIMIT:
-        return Encoded({"digest": digest, "codec": "json", "stored": True, "value": value})
+def _encode_text(codec: str, document: Any) -> Encoded:
+    """A JSON document (of `json` or `tagged` codec); small ones live inline in the reference."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    data = text.encode("utf-8")
+    digest = digest_bytes(_header(codec), data)
+    if len(data) <= INLINE_LIMIT:
+        return Encoded({"digest": digest, "codec": codec, "stored": True, "value": document})
     return Encoded(
-        {"digest": digest, "codec": "json", "stored": False, "layout": "bytes"},
-        np.frombuffer(text, dtype=np.uint8),
+        {"digest": digest, "codec": codec, "stored": False, "layout": "bytes"}, np.frombuffer(data, np.uint8)
     )
+
+
+def inline_value(ref: ValueRef) -> Any:
+    """The value held inside a reference (a fresh object on every call)."""
+    if ref["codec"] == "tagged":
+        return from_canonical(ref["value"])
+    return copy.deepcopy(ref["value"])
+
+
+_TAGGABLE_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _is_taggable(value: Any) -> bool:
+    """Whether tagged JSON can represent `value` (containers of plain scalars and small numpy scalars)."""
+    kind = type(value)
+    if kind in _TAGGABLE_SCALARS:
+        return True
+    if isinstance(value, np.generic):
+        return value.dtype.kind in "biu" or (value.dtype.kind == "f" and value.dtype.itemsize <= 8)
+    if kind in (list, tuple, set, frozenset):
+        return all(_is_taggable(item) for item in value)
+    if kind is dict:
+        return all(_is_taggable(key) and _is_taggable(item) for key, item in value.items())
+    return False
+
+
+def _exactly_equal(left: Any, right: Any) -> bool:
+    """Equal values of identical types, all the way down (NaN equals NaN)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, list | tuple):
+        return len(left) == len(right) and all(map(_exactly_equal, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_exactly_equal(item, right[key]) for key, item in left.items())
+    if isinstance(left, float | np.floating):
+        return bool(left == right or (left != left and right != right))
+    return bool(left == right)
 
 
 def _encode_array(value: np.ndarray) -> Encoded:
@@ -171,8 +221,8 @@ def _encode_array(value: np.ndarray) -> Encoded:
         ref["layout"] = "native"
         return Encoded(ref, np.require(value, requirements="C"))
     ref["layout"] = "raw"
-    raw = _array_bytes(value)
-    return Encoded(ref, np.asarray(raw, dtype=np.uint8).reshape((*value.shape, value.dtype.itemsize)))
+    raw = np.require(value, requirements="C").reshape(-1).view(np.uint8)
+    return Encoded(ref, raw.reshape((*value.shape, value.dtype.itemsize)))
 
 
 def _encode_bytes(codec: str, data: bytes) -> Encoded:
@@ -204,8 +254,9 @@ def decode(ref: ValueRef, payload: np.ndarray, allow_pickle: bool, refuse: Calla
     if codec == "ndarray":
         return restore_array(ref, payload)
     data = payload.tobytes()
-    if codec == "json":
-        return json.loads(data.decode("utf-8"))
+    if codec in ("json", "tagged"):
+        document = json.loads(data.decode("utf-8"))
+        return from_canonical(document) if codec == "tagged" else document
     if codec == "pickle":
         if not allow_pickle:
             raise refuse()

@@ -11,6 +11,7 @@ Every directory on the way holds a group `zarr.json`, so any Zarr client can wal
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.parse
 from typing import Any
@@ -48,14 +49,19 @@ def manifest_path(digest: str) -> str:
     return fanout("manifests", digest)
 
 
+MAX_NODE_NAME = 160
+"""Longer quoted ref names are shortened with a hash (file names are limited to 255 bytes)."""
+
+
 def ref_path(name: str) -> str:
-    """The node path of the ref `name` (any text, e.g. a task path with slashes)."""
-    return "refs/" + urllib.parse.quote(name, safe="").replace(".", "%2E")
+    """The node path of the ref `name` (any non-empty text, e.g. a task path with slashes).
 
-
-def ref_name(node: str) -> str:
-    """The ref name of a node name below `refs/` (inverse of :func:`ref_path`)."""
-    return urllib.parse.unquote(node)
+    The ref's document keeps the full name, so the node name need not be reversible.
+    """
+    node = urllib.parse.quote(name, safe="").replace(".", "%2E")
+    if len(node) > MAX_NODE_NAME:
+        node = node[: MAX_NODE_NAME - 41] + "~" + hashlib.sha1(name.encode("utf-8")).hexdigest()
+    return "refs/" + node
 
 
 def metadata_key(path: str) -> str:

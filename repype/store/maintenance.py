@@ -6,10 +6,12 @@ Built only on the store's primitives: listing keys, reading node metadata, delet
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from repype.canonical import from_canonical
 from repype.store import blobs, layout
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
@@ -18,18 +20,33 @@ from repype.store.store import Record, Store, parse_record
 
 @dataclass
 class Inventory:
-    """Everything in a store: blobs (metadata attributes, or None when incomplete), records, manifests, refs."""
+    """Everything in a store, as listed and read at one moment.
+
+    `blobs` maps digests to their metadata attributes (None: incomplete, no metadata yet);
+    `unreadable` maps node paths whose metadata cannot be parsed to the reason; `partials` are
+    temporary files of writers killed before their rename.
+    """
 
     blobs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     blob_keys: dict[str, list[str]] = field(default_factory=dict)
-    records: dict[str, Record | None] = field(default_factory=dict)
-    manifests: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    records: dict[str, Record] = field(default_factory=dict)
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
+    ref_paths: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    partials: list[str] = field(default_factory=list)
 
 
-def _nodes(store: Store, section: str) -> dict[str, list[str]]:
+PARTIAL_SUFFIX = ".partial"
+"""Local writes go to `<key>.<uuid>.partial` first, then are renamed."""
+
+
+def _nodes(store: Store, section: str, partials: list[str]) -> dict[str, list[str]]:
     nodes: dict[str, list[str]] = {}
     for key in store.backend.list_prefix(section + "/"):
+        if key.endswith(PARTIAL_SUFFIX):
+            partials.append(key)
+            continue
         name = layout.split_node(key, section)
         if name is not None:
             nodes.setdefault(name, []).append(key)
@@ -43,25 +60,56 @@ def _metadata_of(store: Store, section: str, nodes: dict[str, list[str]]) -> dic
     return {name: documents[present[name]] if name in present else None for name in nodes}
 
 
+def _parsed(inventory: Inventory, path: str, raw: bytes | None, parse: Any) -> Any:
+    """`parse(raw)`, or None when `raw` is missing; unparsable metadata is noted in `inventory.unreadable`."""
+    if raw is None:
+        return None
+    try:
+        return parse(raw)
+    except (ValueError, KeyError, TypeError, IntegrityError) as error:
+        inventory.unreadable[path] = f"its metadata cannot be read: {error}"
+        return None
+
+
 def take_inventory(store: Store) -> Inventory:
     """Lists and reads the metadata of every node of the store."""
     inventory = Inventory()
-    blob_nodes = _nodes(store, "blobs")
-    inventory.blob_keys = blob_nodes
-    for digest, raw in _metadata_of(store, "blobs", blob_nodes).items():
-        inventory.blobs[digest] = None if raw is None else layout.read_attributes(raw).get("repype", {})
-    for key, raw in _metadata_of(store, "records", _nodes(store, "records")).items():
-        try:
-            inventory.records[key] = None if raw is None else parse_record(key, raw)
-        except IntegrityError:
-            inventory.records[key] = None
-    for digest, raw in _metadata_of(store, "manifests", _nodes(store, "manifests")).items():
-        inventory.manifests[digest] = None if raw is None else layout.read_attributes(raw).get("repype_manifest")
-    for name in store.list_refs():
-        target = store.ref_target(name)
-        if target is not None:
-            inventory.refs[name] = target
+    inventory.blob_keys = _nodes(store, "blobs", inventory.partials)
+    for digest, raw in _metadata_of(store, "blobs", inventory.blob_keys).items():
+        path = layout.blob_path(digest)
+        inventory.blobs[digest] = _parsed(inventory, path, raw, lambda raw: layout.read_attributes(raw)["repype"])
+    for key, raw in _metadata_of(store, "records", _nodes(store, "records", inventory.partials)).items():
+        record = _parsed(inventory, layout.record_path(key), raw, lambda raw, key=key: parse_record(key, raw))
+        if record is not None:
+            inventory.records[key] = record
+    for digest, raw in _metadata_of(store, "manifests", _nodes(store, "manifests", inventory.partials)).items():
+        manifest = _parsed(
+            inventory,
+            layout.manifest_path(digest),
+            raw,
+            lambda raw: from_canonical(layout.read_attributes(raw)["repype_manifest"]),
+        )
+        if manifest is not None:
+            inventory.manifests[digest] = manifest
+    _take_refs(store, inventory)
     return inventory
+
+
+def _take_refs(store: Store, inventory: Inventory) -> None:
+    nodes = []
+    for key in store.backend.list_prefix("refs/"):
+        if key.endswith(PARTIAL_SUFFIX):
+            inventory.partials.append(key)
+        elif key.count("/") == 2 and key.endswith("/" + layout.METADATA):
+            nodes.append(key.rsplit("/", 1)[0])
+    documents = store.backend.get_many(layout.metadata_key(path) for path in nodes)
+    for path in nodes:
+        document = _parsed(
+            inventory, path, documents[layout.metadata_key(path)], lambda raw: layout.read_attributes(raw)["repype_ref"]
+        )
+        if document is not None:
+            inventory.refs[document["name"]] = document["manifest"]
+            inventory.ref_paths[document["name"]] = path
 
 
 def stored_digests(refs: Iterable[ValueRef]) -> set[str]:
@@ -188,6 +236,7 @@ class VerifyReport:
     broken_records: dict[str, str] = field(default_factory=dict)
     broken_manifests: dict[str, str] = field(default_factory=dict)
     broken_refs: dict[str, str] = field(default_factory=dict)
+    ref_paths: dict[str, str] = field(default_factory=dict, repr=False)
     repaired: bool = False
 
     @property
@@ -233,7 +282,8 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
     good: set[str] = set()
     for digest, info in inventory.blobs.items():
         if info is None:
-            report.incomplete_blobs.append(digest)
+            if layout.blob_path(digest) not in inventory.unreadable:
+                report.incomplete_blobs.append(digest)
             continue
         report.checked_blobs += 1
         problem = _check_blob(store, digest, info)
@@ -247,35 +297,41 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
 
     for key, record in inventory.records.items():
         report.checked_records += 1
-        if record is None:
-            report.broken_records[key] = "the record cannot be read"
-        elif missing(record.outputs.values()):
+        if missing(record.outputs.values()):
             report.broken_records[key] = f"points at missing or damaged values {missing(record.outputs.values())}"
     for digest, manifest in inventory.manifests.items():
         report.checked_manifests += 1
-        if manifest is None:
-            report.broken_manifests[digest] = "the manifest cannot be read"
-        elif missing(manifest_refs(manifest)):
+        if missing(manifest_refs(manifest)):
             report.broken_manifests[digest] = f"points at missing or damaged values {missing(manifest_refs(manifest))}"
     for name, digest in inventory.refs.items():
         if inventory.manifests.get(digest) is None or digest in report.broken_manifests:
             report.broken_refs[name] = f"its manifest {digest} is missing or broken"
+    report.ref_paths = dict(inventory.ref_paths)
+    for path, reason in inventory.unreadable.items():
+        section, node = path.split("/", 1)[0], path.rsplit("/", 1)[-1]
+        if section == "refs":  # its name is in the unreadable document: the node name is the best guess
+            report.broken_refs[urllib.parse.unquote(node)] = reason
+            report.ref_paths[urllib.parse.unquote(node)] = path
+            continue
+        target = {"blobs": report.damaged_blobs, "records": report.broken_records, "manifests": report.broken_manifests}
+        target[section][node] = reason
     if repair and not report.ok:
         _repair(store, report)
     return report
 
 
 def _repair(store: Store, report: VerifyReport) -> None:
-    delete_nodes(store, report.broken_refs, report.broken_records, report.broken_manifests, report.damaged_blobs)
+    ref_paths = [report.ref_paths.get(name, name) for name in report.broken_refs]
+    delete_nodes(store, ref_paths, report.broken_records, report.broken_manifests, report.damaged_blobs)
     report.repaired = True
 
 
 def delete_nodes(
-    store: Store, refs: Iterable[str], records: Iterable[str], manifests: Iterable[str], blobs: Iterable[str]
+    store: Store, ref_paths: Iterable[str], records: Iterable[str], manifests: Iterable[str], blobs: Iterable[str]
 ) -> None:
-    """Deletes refs, then records and manifests, then values: nothing ever points at a deleted value."""
-    for name in refs:
-        store.delete_ref(name)
+    """Deletes refs (by node path), then records and manifests, then values: nothing points at a deleted value."""
+    for path in ref_paths:
+        store.backend.delete_dir(path)
     for key in records:
         store.delete_record(key)
     for digest in manifests:
@@ -296,6 +352,7 @@ class GcReport:
     blobs: list[str] = field(default_factory=list)
     records: list[str] = field(default_factory=list)
     manifests: list[str] = field(default_factory=list)
+    partials: list[str] = field(default_factory=list)
     freed_bytes: int = 0
     spared_young: int = 0
     ok: bool = True
@@ -305,7 +362,8 @@ class GcReport:
         verb = "would delete" if self.dry_run else "deleted"
         text = (
             f"{verb} {len(self.blobs)} value(s) ({_format_bytes(self.freed_bytes)}), {len(self.records)} record(s), "
-            f"{len(self.manifests)} manifest(s); spared {self.spared_young} unreferenced item(s) "
+            f"{len(self.manifests)} manifest(s), {len(self.partials)} leftover temporary file(s); "
+            f"spared {self.spared_young} unreferenced item(s) "
             "within the grace period"
         )
         return text + ("\nDRY RUN: confirm to delete" if self.dry_run else "")
@@ -343,14 +401,37 @@ def gc(store: Store, grace: float = 86400.0, dry_run: bool = True) -> GcReport:
                 live_blobs |= stored_digests(record.outputs.values())
         else:
             report.records.append(key)
-    for digest, keys in inventory.blob_keys.items():
+    for digest in inventory.blob_keys:
         if digest in live_blobs:
             continue
-        if is_young(store.backend.modified(keys[0])):
+        if is_young(_blob_modified(store, inventory, digest)):
             report.spared_young += 1
         else:
             report.blobs.append(digest)
-            report.freed_bytes += blob_size(inventory.blobs.get(digest))
+    report.partials = [key for key in inventory.partials if not is_young(store.backend.modified(key))]
     if not dry_run:
+        _spare_what_writers_touched(store, inventory, report, is_young)
         delete_nodes(store, (), report.records, report.manifests, report.blobs)
+        store.backend.delete_many(report.partials)
+    report.freed_bytes = sum(blob_size(inventory.blobs.get(digest)) for digest in report.blobs)
     return report
+
+
+def _blob_modified(store: Store, inventory: Inventory, digest: str) -> float | None:
+    """When a blob was last written or reused (writers rewrite the metadata of values they reuse)."""
+    keys = inventory.blob_keys[digest]
+    metadata = layout.metadata_key(layout.blob_path(digest))
+    return store.backend.modified(metadata if metadata in keys else keys[0])
+
+
+def _spare_what_writers_touched(store: Store, inventory: Inventory, report: GcReport, is_young: Any) -> None:
+    """Just before deleting: spare values reused since the listing, and values that new records reach."""
+    new_records = [key for key in _nodes(store, "records", []) if key not in inventory.records]
+    reached = {
+        digest
+        for record in store.get_records(new_records).values()
+        for digest in stored_digests(record.outputs.values())
+    }
+    kept = [d for d in report.blobs if d in reached or is_young(_blob_modified(store, inventory, d))]
+    report.spared_young += len(kept)
+    report.blobs = [digest for digest in report.blobs if digest not in set(kept)]

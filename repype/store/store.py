@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import threading
 import time
@@ -11,11 +9,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from repype.canonical import from_canonical
 from repype.store import blobs, codecs, layout
 from repype.store.backend import Backend, local_path
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError, PickleRefusedError, StoreError, StoreMissingError
-from repype.store.keys import document_digest
+from repype.store.keys import canonical, document_digest
 
 SMALL_BLOB_BYTES = 64 << 10
 """Values up to this size are written without asking first whether they exist (same bytes either way)."""
@@ -44,7 +43,6 @@ class Store:
         self.backend = backend
         self.allow_pickle = allow_pickle
         self.compressors = blobs.compressors_for(compressor)
-        self._present: set[str] = set()
         self._groups: set[str] = set()
         self._records: dict[str, Record] = {}
         self._manifests: dict[str, dict] = {}
@@ -103,25 +101,27 @@ class Store:
         digest = ref["digest"]
         path = layout.blob_path(digest)
         # Writing a small blob costs the requests that checking for it would: just write it.
-        small = encoded.array.nbytes <= SMALL_BLOB_BYTES and digest not in self._present
-        if rewrite or small or not self._blob_present(digest):
+        small = encoded.array.nbytes <= SMALL_BLOB_BYTES
+        if rewrite or small or not self._touch_blob(digest):
             chunks, metadata = blobs.encode_blob(encoded, self.compressors)
             self._ensure_groups([self._fanout_group(path)])
             self.backend.set_many(chunks)
             self.backend.set(layout.metadata_key(path), metadata)  # the blob is complete from here on
-            with self._lock:
-                self._present.add(digest)
         ref["stored"] = True
         return ref
 
-    def _blob_present(self, digest: str) -> bool:
-        if digest in self._present:
-            return True
-        if self.backend.exists(layout.metadata_key(layout.blob_path(digest))):
-            with self._lock:
-                self._present.add(digest)
-            return True
-        return False
+    def _touch_blob(self, digest: str) -> bool:
+        """Whether the blob exists; if so, its metadata is written again (same bytes).
+
+        The fresh modification time tells a concurrent :meth:`gc` that the value is in use
+        again. Nothing is remembered between calls: another process's gc may delete any value.
+        """
+        key = layout.metadata_key(layout.blob_path(digest))
+        metadata = self.backend.get(key)
+        if metadata is None:
+            return False
+        self.backend.set(key, metadata)
+        return True
 
     def get_value(self, ref: ValueRef, lazy: bool = False, context: dict[str, Any] | None = None) -> Any:
         """The value of `ref`, verified against its digest.
@@ -132,7 +132,7 @@ class Store:
         store opened with `allow_pickle=False` raises :class:`PickleRefusedError`.
         """
         if "value" in ref:
-            return copy.deepcopy(ref["value"])
+            return codecs.inline_value(ref)
         if not ref.get("stored", False):
             raise StoreError(f"{blobs.where(context)}value {ref['digest']} was never stored")
         if lazy and ref["codec"] == "ndarray" and ref.get("layout") == "native":
@@ -199,15 +199,17 @@ class Store:
 
         Every stored value the manifest refers to must be written before.
         """
-        manifest = json.loads(json.dumps(manifest, default=str))
+        if not name:
+            raise StoreError("a ref needs a non-empty name")
+        document = canonical(manifest)  # JSON data that keeps tuples, int keys, NaN, ...
         digest = document_digest(manifest)
         path = layout.manifest_path(digest)
         self._ensure_groups([self._fanout_group(path)])
-        self.backend.set(layout.metadata_key(path), layout.group_document({"repype_manifest": manifest}))
+        self.backend.set(layout.metadata_key(path), layout.group_document({"repype_manifest": document}))
         self._ensure_groups(["refs"])
         ref = {"repype_ref": {"name": name, "manifest": digest, "updated": time.time()}}
         self.backend.set(layout.metadata_key(layout.ref_path(name)), layout.group_document(ref))
-        self._manifests[digest] = manifest
+        self._manifests[digest] = from_canonical(document)
         return digest
 
     def get_manifest(self, name: str) -> dict[str, Any] | None:
@@ -227,7 +229,7 @@ class Store:
             raw = self.backend.get(layout.metadata_key(layout.manifest_path(digest)))
             if raw is None:
                 return None
-            self._manifests[digest] = layout.read_attributes(raw)["repype_manifest"]
+            self._manifests[digest] = from_canonical(layout.read_attributes(raw)["repype_manifest"])
         return self._manifests[digest]
 
     def ref_target(self, name: str) -> str | None:
@@ -239,7 +241,9 @@ class Store:
         """The names of all refs, sorted."""
         nodes = [node for node in self.backend.list_dir("refs") if node != layout.METADATA]
         documents = self.backend.get_many(layout.metadata_key(f"refs/{node}") for node in nodes)
-        return sorted(layout.ref_name(node) for node in nodes if documents[layout.metadata_key(f"refs/{node}")])
+        return sorted(
+            layout.read_attributes(raw)["repype_ref"]["name"] for raw in documents.values() if raw is not None
+        )
 
     def delete_ref(self, name: str) -> None:
         """Removes the ref `name` (what it reaches stays until :meth:`gc`)."""
@@ -284,7 +288,6 @@ class Store:
     def forget_cache(self) -> None:
         """Drops what this object remembers of the store (after another process changed it)."""
         with self._lock:
-            self._present.clear()
             self._records.clear()
             self._groups.clear()
 
