@@ -16,6 +16,8 @@ import json
 import urllib.parse
 from typing import Any
 
+from repype.canonical import loads_canonical
+
 FORMAT_VERSION = 1
 SECTIONS = ("blobs", "records", "manifests", "refs")
 METADATA = "zarr.json"
@@ -27,9 +29,10 @@ def group_document(attributes: dict[str, Any] | None = None) -> bytes:
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def read_attributes(metadata: bytes) -> dict[str, Any]:
-    """The attributes of a node from its `zarr.json` bytes."""
-    return json.loads(metadata).get("attributes", {})
+def read_attributes(metadata: bytes, tagged: bool = False) -> dict[str, Any]:
+    """The attributes of a node from its `zarr.json` bytes; `tagged` decodes canonical forms in them."""
+    document = loads_canonical(metadata) if tagged else json.loads(metadata)
+    return document.get("attributes", {})
 
 
 def fanout(section: str, name: str) -> str:

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repype.canonical import from_canonical
 from repype.store import blobs, layout
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
@@ -87,7 +86,7 @@ def take_inventory(store: Store) -> Inventory:
             inventory,
             layout.manifest_path(digest),
             raw,
-            lambda raw: from_canonical(layout.read_attributes(raw)["repype_manifest"]),
+            lambda raw: layout.read_attributes(raw, tagged=True)["repype_manifest"],
         )
         if manifest is not None:
             inventory.manifests[digest] = manifest

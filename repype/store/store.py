@@ -229,7 +229,7 @@ class Store:
             raw = self.backend.get(layout.metadata_key(layout.manifest_path(digest)))
             if raw is None:
                 return None
-            self._manifests[digest] = from_canonical(layout.read_attributes(raw)["repype_manifest"])
+            self._manifests[digest] = layout.read_attributes(raw, tagged=True)["repype_manifest"]
         return self._manifests[digest]
 
     def ref_target(self, name: str) -> str | None:
