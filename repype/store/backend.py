@@ -29,8 +29,13 @@ T = TypeVar("T")
 CONCURRENCY = 32
 """Store requests in flight at once in bulk operations."""
 
-S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}}
-"""Bounded timeouts and retries for S3 unless the user sets their own: an unreachable endpoint fails fast."""
+S3_DEFAULTS = {
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
+    "max_concurrency": 1,
+}
+"""S3 options unless the user sets their own: bounded timeouts and retries, so an unreachable
+endpoint fails fast; no split of single reads into concurrent ranges, which costs every read an
+extra HEAD request (chunks are a few MB and zarr already reads them concurrently)."""
 
 _INSTALL_HINTS = {"s3": "pip install 'repype[s3]'", "gs": "pip install gcsfs", "az": "pip install adlfs"}
 
