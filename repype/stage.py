@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import inspect
 import json
@@ -11,6 +12,7 @@ import re
 import textwrap
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -162,12 +164,19 @@ class Stage:
         `Stage` itself, mixins included (as a syntax tree when the source is available, so
         comments and formatting do not count; otherwise bytecode with its constants and default
         argument values), its JSON-able class attributes
-        (`inputs`, `outputs`, ...) and `signature_bump`. It is the same in every process.
+        (`inputs`, `outputs`, ...) and `signature_bump`. It is the same in every process, and is
+        computed once per class (methods patched onto a class afterwards are not seen).
 
         It cannot see code outside the class, such as module-level helper functions or
         libraries the stage calls: change `signature_bump` (any JSON-able value) when such code
         changes the results.
         """
+        cache = _SIGNATURES.setdefault(type(self), {})
+        if self.id not in cache:
+            cache[self.id] = self._compute_signature()
+        return copy.deepcopy(cache[self.id])
+
+    def _compute_signature(self) -> dict[str, Any]:
         classes = [cls for cls in type(self).__mro__ if cls not in (Stage, object)]  # mixins included
         methods: dict[str, str] = {}
         attributes: dict[str, Any] = {}
@@ -200,6 +209,8 @@ class Stage:
 
 
 _NOT_JSON = object()
+_SIGNATURES: weakref.WeakKeyDictionary[type, dict[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
+"""Signatures by stage class and id: reading and parsing the source of every method costs milliseconds."""
 
 
 def _jsonable(value: Any) -> Any:

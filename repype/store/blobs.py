@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
+import functools
+import itertools
 import json
 import math
+import os
+from collections.abc import Callable
 from typing import Any
 
+import numcodecs
 import numpy as np
 import zarr
 import zarr.codecs
@@ -44,25 +51,106 @@ def chunks_for(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 
 
 def encode_blob(encoded: Encoded, compressors: Any) -> tuple[list[tuple[str, bytes]], bytes]:
-    """The chunk keys and bytes of a value's Zarr array, and its metadata document (to write last)."""
+    """The chunk keys and bytes of a value's Zarr array, and its metadata document (to write last).
+
+    Chunks are compressed in parallel threads when the compressor is zstd or none; other
+    compressors go through zarr's own array writer.
+    """
     array = encoded.array
     path = blob_path(encoded.ref["digest"])
-    staged: dict[str, Any] = {}
+    chunks = chunks_for(array.shape, array.dtype.itemsize)
     attributes = {"repype": {k: v for k, v in encoded.ref.items() if k != "stored"}}
+    compress = _chunk_compressor(compressors)
+    if compress is None:
+        encoded_chunks, document = _encode_with_zarr(array, path, chunks, compressors, attributes)
+    else:
+        encoded_chunks = _encode_chunks(array, path, chunks, compress)
+        document = _metadata_document(array.shape, array.dtype.str, chunks, compressors)
+        document["attributes"] = attributes
+    document["attributes"]["repype"]["stored_bytes"] = sum(len(data) for _, data in encoded_chunks)
+    return encoded_chunks, json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def _chunk_compressor(compressors: Any) -> Callable[[bytes], bytes] | None:
+    """A bytes → bytes function equal to `compressors` in a Zarr v3 codec pipeline, or None when unknown."""
+    if compressors is None:
+        return bytes
+    if isinstance(compressors, zarr.codecs.ZstdCodec):
+        return numcodecs.Zstd(level=compressors.level, checksum=compressors.checksum).encode
+    return None
+
+
+def _encode_chunks(
+    array: np.ndarray, path: str, chunks: tuple[int, ...], compress: Callable[[bytes], bytes]
+) -> list[tuple[str, bytes]]:
+    """Zarr v3 chunks of `array` (regular grid, edge chunks padded with the fill value 0, little-endian)."""
+    little = array.dtype.newbyteorder("<")
+    grid = [range(math.ceil(size / chunk)) for size, chunk in zip(array.shape, chunks)]
+
+    def encode(index: tuple[int, ...]) -> tuple[str, bytes]:
+        selection = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, chunks))
+        block = array[selection]
+        if block.shape != chunks:
+            padded = np.zeros(chunks, dtype=little)
+            padded[tuple(slice(0, size) for size in block.shape)] = block
+            block = padded
+        raw = np.ascontiguousarray(block, dtype=little).tobytes()
+        return "/".join([path, "c", *map(str, index)]), compress(raw)
+
+    indices = list(itertools.product(*grid))
+    if len(indices) == 1:
+        return [encode(indices[0])]
+    return list(_pool().map(encode, indices))
+
+
+@functools.lru_cache(maxsize=256)
+def _metadata_template(
+    shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...], compressors_key: str, compressors: Any
+) -> dict[str, Any]:
+    staged: dict[str, Any] = {}
+    zarr.create_array(MemoryStore(staged), name="a", shape=shape, dtype=dtype, chunks=chunks, compressors=compressors)
+    return json.loads(staged["a/zarr.json"].to_bytes())
+
+
+def _metadata_document(shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...], compressors: Any) -> dict:
+    return copy.deepcopy(_metadata_template(shape, dtype, chunks, repr(compressors), compressors))
+
+
+def _encode_with_zarr(
+    array: np.ndarray, path: str, chunks: tuple[int, ...], compressors: Any, attributes: dict[str, Any]
+) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+    staged: dict[str, Any] = {}
     zarr.create_array(
         MemoryStore(staged),
         name=path,
         data=array,
-        chunks=chunks_for(array.shape, array.dtype.itemsize),
+        chunks=chunks,
         compressors=compressors,
         attributes=attributes,
         zarr_format=3,
         config={"write_empty_chunks": True},  # -0.0 equals the fill value 0 but is other bytes
     )
     document = json.loads(staged.pop(metadata_key(path)).to_bytes())
-    chunks = [(key, buffer.to_bytes()) for key, buffer in staged.items() if key.startswith(path + "/")]
-    document["attributes"]["repype"]["stored_bytes"] = sum(len(data) for _, data in chunks)
-    return chunks, json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return [(key, buffer.to_bytes()) for key, buffer in staged.items() if key.startswith(path + "/")], document
+
+
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads that compress chunks (the compressors release the GIL)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="repype-chunks")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def where(context: dict[str, Any] | None) -> str:
