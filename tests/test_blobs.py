@@ -18,7 +18,8 @@ COMPRESSORS = [zarr.codecs.ZstdCodec(level=1), zarr.codecs.ZstdCodec(level=3, ch
 
 def both_ways(array: np.ndarray, compressors) -> tuple:
     encoded = codecs.encode(array, "x")
-    chunks, metadata = blobs.encode_blob(encoded, compressors)
+    chunks: list[tuple[str, bytes]] = []
+    metadata = blobs.write_blob_chunks(encoded, compressors, chunks.extend)
     document = json.loads(metadata)
     stored_bytes = document["attributes"]["repype"].pop("stored_bytes")
     reference_chunks, reference = blobs._encode_with_zarr(

@@ -50,11 +50,14 @@ def chunks_for(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-def encode_blob(encoded: Encoded, compressors: Any) -> tuple[list[tuple[str, bytes]], bytes]:
-    """The chunk keys and bytes of a value's Zarr array, and its metadata document (to write last).
+ChunkWriter = Callable[[list[tuple[str, bytes]]], None]
 
-    Chunks are compressed in parallel threads when the compressor is zstd or none; other
-    compressors go through zarr's own array writer.
+
+def write_blob_chunks(encoded: Encoded, compressors: Any, write: ChunkWriter) -> bytes:
+    """Writes the chunks of a value's Zarr array with `write`; returns its metadata document (to write last).
+
+    With zstd or no compression, chunks are compressed and written in parallel threads as each
+    is ready (compression overlaps writing); other compressors go through zarr's array writer.
     """
     array = encoded.array
     path = blob_path(encoded.ref["digest"])
@@ -63,12 +66,14 @@ def encode_blob(encoded: Encoded, compressors: Any) -> tuple[list[tuple[str, byt
     compress = _chunk_compressor(compressors)
     if compress is None:
         encoded_chunks, document = _encode_with_zarr(array, path, chunks, compressors, attributes)
+        write(encoded_chunks)
+        sizes = [len(data) for _, data in encoded_chunks]
     else:
-        encoded_chunks = _encode_chunks(array, path, chunks, compress)
+        sizes = _write_chunks(array, path, chunks, compress, write)
         document = _metadata_document(array.shape, array.dtype.str, chunks, compressors)
         document["attributes"] = attributes
-    document["attributes"]["repype"]["stored_bytes"] = sum(len(data) for _, data in encoded_chunks)
-    return encoded_chunks, json.dumps(document, separators=(",", ":")).encode("utf-8")
+    document["attributes"]["repype"]["stored_bytes"] = sum(sizes)
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
 def _chunk_compressor(compressors: Any) -> Callable[[bytes], bytes] | None:
@@ -80,27 +85,29 @@ def _chunk_compressor(compressors: Any) -> Callable[[bytes], bytes] | None:
     return None
 
 
-def _encode_chunks(
-    array: np.ndarray, path: str, chunks: tuple[int, ...], compress: Callable[[bytes], bytes]
-) -> list[tuple[str, bytes]]:
-    """Zarr v3 chunks of `array` (regular grid, edge chunks padded with the fill value 0, little-endian)."""
+def _write_chunks(
+    array: np.ndarray, path: str, chunks: tuple[int, ...], compress: Callable[[bytes], bytes], write: ChunkWriter
+) -> list[int]:
+    """Writes the Zarr v3 chunks of `array` (regular grid, edge chunks padded with the fill value 0,
+    little-endian); returns their stored sizes."""
     little = array.dtype.newbyteorder("<")
     grid = [range(math.ceil(size / chunk)) for size, chunk in zip(array.shape, chunks)]
 
-    def encode(index: tuple[int, ...]) -> tuple[str, bytes]:
+    def encode_and_write(index: tuple[int, ...]) -> int:
         selection = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, chunks))
         block = array[selection]
         if block.shape != chunks:
             padded = np.zeros(chunks, dtype=little)
             padded[tuple(slice(0, size) for size in block.shape)] = block
             block = padded
-        raw = np.ascontiguousarray(block, dtype=little).tobytes()
-        return "/".join([path, "c", *map(str, index)]), compress(raw)
+        data = compress(np.ascontiguousarray(block, dtype=little).tobytes())
+        write([("/".join([path, "c", *map(str, index)]), data)])
+        return len(data)
 
     indices = list(itertools.product(*grid))
     if len(indices) == 1:
-        return [encode(indices[0])]
-    return list(_pool().map(encode, indices))
+        return [encode_and_write(indices[0])]
+    return list(_pool().map(encode_and_write, indices))
 
 
 @functools.lru_cache(maxsize=256)

@@ -103,9 +103,8 @@ class Store:
         # Writing a small blob costs the requests that checking for it would: just write it.
         small = encoded.array.nbytes <= SMALL_BLOB_BYTES
         if rewrite or small or not self._touch_blob(digest):
-            chunks, metadata = blobs.encode_blob(encoded, self.compressors)
             self._ensure_groups([self._fanout_group(path)])
-            self.backend.set_many(chunks)
+            metadata = blobs.write_blob_chunks(encoded, self.compressors, self.backend.set_many)
             self.backend.set(layout.metadata_key(path), metadata)  # the blob is complete from here on
         ref["stored"] = True
         return ref
