@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def batch_parser() -> argparse.ArgumentParser:
+    """The argument parser of `repype PATH ...`."""
     parser = argparse.ArgumentParser(
         prog="repype",
         description="Run the pending tasks of a task tree (a dry run unless --run). See also: repype store --help.",
@@ -142,6 +143,7 @@ async def run_batch(batch: Batch, contexts: list[RunContext], executor: int | st
 
 
 def store_parser() -> argparse.ArgumentParser:
+    """The argument parser of `repype store ...`."""
     parser = argparse.ArgumentParser(prog="repype store", description="Inspect and maintain a repype store.")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in [

@@ -40,6 +40,7 @@ class SequentialExecutor(Executor):
     remote = False
 
     def map(self, function: Callable[[bytes], bytes], payloads: Sequence[bytes]) -> Iterator[tuple[int, bytes]]:
+        """Yields `(index, function(payloads[index]))` in order, in this process."""
         for index, payload in enumerate(payloads):
             yield index, function(payload)
 
@@ -53,6 +54,7 @@ class ProcessExecutor(Executor):
         self.pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
 
     def map(self, function: Callable[[bytes], bytes], payloads: Sequence[bytes]) -> Iterator[tuple[int, bytes]]:
+        """Yields `(index, result)` as the worker processes finish; a failure is raised as it arrives."""
         futures = {self.pool.submit(function, payload): index for index, payload in enumerate(payloads)}
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -62,6 +64,7 @@ class ProcessExecutor(Executor):
                 future.cancel()
 
     def close(self) -> None:
+        """Stops the worker processes (pending work is cancelled)."""
         self.pool.shutdown(cancel_futures=True)
 
 
@@ -87,6 +90,7 @@ class DaskExecutor(Executor):
         self.client = distributed.Client(address)
 
     def map(self, function: Callable[[bytes], bytes], payloads: Sequence[bytes]) -> Iterator[tuple[int, bytes]]:
+        """Yields `(index, result)` as the Dask tasks finish; a failure is raised as it arrives."""
         import distributed
 
         futures = [self.client.submit(function, payload, pure=False) for payload in payloads]
@@ -98,6 +102,7 @@ class DaskExecutor(Executor):
             self.client.cancel(futures)
 
     def close(self) -> None:
+        """Disconnects from the scheduler (and stops the local cluster this executor started)."""
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()

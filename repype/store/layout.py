@@ -41,14 +41,17 @@ def fanout(section: str, name: str) -> str:
 
 
 def blob_path(digest: str) -> str:
+    """The node path of the value with `digest`."""
     return fanout("blobs", digest)
 
 
 def record_path(key: str) -> str:
+    """The node path of the stage record `key`."""
     return fanout("records", key)
 
 
 def manifest_path(digest: str) -> str:
+    """The node path of the manifest with `digest`."""
     return fanout("manifests", digest)
 
 
@@ -68,6 +71,7 @@ def ref_path(name: str) -> str:
 
 
 def metadata_key(path: str) -> str:
+    """The key of the `zarr.json` of the node at `path`."""
     return f"{path}/{METADATA}"
 
 

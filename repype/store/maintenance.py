@@ -122,6 +122,7 @@ def manifest_refs(manifest: dict[str, Any]) -> list[ValueRef]:
 
 
 def blob_size(info: dict[str, Any] | None) -> int:
+    """Stored bytes of a value from its metadata attributes (0 when unknown)."""
     return int((info or {}).get("stored_bytes", 0))
 
 
