@@ -36,7 +36,7 @@ S3_DEFAULTS = {
 }
 """S3 options unless the user sets their own: bounded timeouts and retries, so an unreachable
 endpoint fails fast; no split of single reads into concurrent ranges, which costs every read an
-extra HEAD request (chunks are a few MB and zarr already reads them concurrently); no cached
+extra HEAD request (chunks are about 1 MB and zarr already reads them concurrently); no cached
 listings, which would hide what other processes wrote since (gc relies on fresh listings)."""
 
 _INSTALL_HINTS = {"s3": "pip install 'repype[s3]'", "gs": "pip install gcsfs", "az": "pip install adlfs"}

@@ -23,8 +23,9 @@ from repype.store.codecs import Encoded, ValueRef, payload_digest
 from repype.store.errors import IntegrityError, StoreError
 from repype.store.layout import blob_path, metadata_key
 
-CHUNK_BYTES = 4 << 20
-"""Target size of an uncompressed chunk."""
+CHUNK_BYTES = 1 << 20
+"""Target size of an uncompressed chunk: big enough for fast bulk I/O, small enough that the
+chunks of one value compress and write in parallel and lazy slices read little."""
 
 
 def compressors_for(name: str | Any) -> Any:
