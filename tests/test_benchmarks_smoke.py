@@ -1,0 +1,51 @@
+"""Smoke test of the benchmark suite: `benchmarks/run.py --quick --tiny` runs and ends with the headline JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+HEADLINE_KEYS = {
+    "store_speedup_vs_pickle",
+    "store_overhead_vs_zarr",
+    "load_field_speedup_vs_pickle",
+    "sweep_stage_runs_ratio",
+    "s3_small_records_speedup",
+    "hash_share_of_store",
+    "read_throughput_vs_zarr",
+}
+
+
+def test_run_tiny_prints_tables_and_ends_with_headline_json(tmp_path):
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith("AWS_") and key != "REPYPE_TEST_COUNTS"
+    }
+    env["TMPDIR"] = str(tmp_path)
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--tiny"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    lines = completed.stdout.strip().splitlines()
+    headlines = json.loads(lines[-1])
+    assert isinstance(headlines, dict)
+    assert set(headlines) >= HEADLINE_KEYS
+    for key in HEADLINE_KEYS:
+        value = headlines[key]
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, value)
+        assert value > 0 and not math.isnan(value), (key, value)
+    # one table per benchmark, each with a title line, and every alternative labelled in the tables
+    titles = "\n".join(line for line in lines if line.startswith("## "))
+    for benchmark in ("Store a task", "Load one small field", "Sweep", "S3"):
+        assert benchmark in titles, titles
+    for alternative in ("one pickle per task", "plain Zarr", "ancestor-only pick-up", "zarr write"):
+        assert alternative in completed.stdout, alternative
