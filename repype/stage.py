@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import copy
 import hashlib
 import inspect
 import json
@@ -164,19 +163,13 @@ class Stage:
         `Stage` itself, mixins included (as a syntax tree when the source is available, so
         comments and formatting do not count; otherwise bytecode with its constants and default
         argument values), its JSON-able class attributes
-        (`inputs`, `outputs`, ...) and `signature_bump`. It is the same in every process, and is
-        computed once per class (methods patched onto a class afterwards are not seen).
+        (`inputs`, `outputs`, ...) and `signature_bump`. It is the same in every process. The
+        fingerprint of each method is computed once per function object (parsing is slow).
 
         It cannot see code outside the class, such as module-level helper functions or
         libraries the stage calls: change `signature_bump` (any JSON-able value) when such code
         changes the results.
         """
-        cache = _SIGNATURES.setdefault(type(self), {})
-        if self.id not in cache:
-            cache[self.id] = self._compute_signature()
-        return copy.deepcopy(cache[self.id])
-
-    def _compute_signature(self) -> dict[str, Any]:
         classes = [cls for cls in type(self).__mro__ if cls not in (Stage, object)]  # mixins included
         methods: dict[str, str] = {}
         attributes: dict[str, Any] = {}
@@ -209,8 +202,8 @@ class Stage:
 
 
 _NOT_JSON = object()
-_SIGNATURES: weakref.WeakKeyDictionary[type, dict[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
-"""Signatures by stage class and id: reading and parsing the source of every method costs milliseconds."""
+_FINGERPRINTS: weakref.WeakKeyDictionary[types.FunctionType, str] = weakref.WeakKeyDictionary()
+"""Code fingerprints by function: reading and parsing the source of a method costs milliseconds."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -235,7 +228,13 @@ def _function_of(member: Any) -> types.FunctionType | None:
 
 
 def _code_fingerprint(function: types.FunctionType) -> str:
-    """Digest of a function's code that is stable across processes and formatting."""
+    """Digest of a function's code that is stable across processes and formatting (cached)."""
+    if function not in _FINGERPRINTS:
+        _FINGERPRINTS[function] = _compute_fingerprint(function)
+    return _FINGERPRINTS[function]
+
+
+def _compute_fingerprint(function: types.FunctionType) -> str:
     try:
         source = textwrap.dedent(inspect.getsource(function))
         tree = ast.parse(source)
