@@ -7,9 +7,10 @@ import io
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
+
+from repype.files import write_text_atomically
 
 T = TypeVar("T")
 InputID = int | str
@@ -80,11 +81,7 @@ class Benchmark(Generic[T]):
         writer.writerow(["stage", *(json.dumps(i) for i in self._input_ids)])
         for stage_id, row in self._values.items():
             writer.writerow([stage_id, *(json.dumps(row[i]) if i in row else "" for i in self._input_ids)])
-        self.filepath.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.filepath.parent, prefix=f".{self.filepath.name}.")
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(buffer.getvalue())
-        os.replace(temporary, self.filepath)
+        write_text_atomically(self.filepath, buffer.getvalue())
 
     def _load(self) -> None:
         with open(self.filepath, newline="", encoding="utf-8") as file:

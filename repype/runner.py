@@ -247,8 +247,6 @@ class InputRunner:
     def _run_stage(self, run: InputRun, stage: Stage) -> None:
         for name in stage.inputs:
             self._materialize(run, name)
-        for name in stage.outputs:
-            run.producers[name] = stage
         try:
             elapsed = stage.run(
                 self.pipeline, run.input_id, run.values, self.stage_config(run, stage), status=self.status

@@ -28,6 +28,7 @@ from repype.benchmark import Benchmark
 from repype.canonical import canonical_json
 from repype.config import Config
 from repype.executor import Executor, ProcessExecutor, create_executor
+from repype.files import write_text_atomically
 from repype.pipeline import Pipeline
 from repype.runner import (
     InputRun,
@@ -144,28 +145,12 @@ def load_from_module(name: str) -> Any:
     raise ImportError(f"cannot import '{name}': no module named '{parts[0]}'")
 
 
-def _deep_merge(base: Mapping, override: Mapping) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _deep_freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
         return MappingProxyType({key: _deep_freeze(item) for key, item in value.items()})
     if isinstance(value, list):
         return tuple(_deep_freeze(item) for item in value)
     return value
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- the task -------------------------------------------------------------------------------
@@ -198,7 +183,9 @@ class Task:
 
         A deep merge: the child wins, nested mappings merge, lists are replaced.
         """
-        return _deep_merge(self.parent.full_spec, self.spec) if self.parent else dict(self.spec)
+        if self.parent is None:
+            return dict(self.spec)
+        return Config(self.parent.full_spec).copy().merge(self.spec).entries  # child wins, lists replaced
 
     @property
     def runnable(self) -> bool:
@@ -596,9 +583,7 @@ class Task:
     def _write_input_config(self, pipeline: Pipeline, run: InputRun) -> None:
         path = pipeline.resolve("config", run.input_id)
         if path is not None:
-            path = pathlib.Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(run.config.entries))
+            write_text_atomically(path, run.config.yaml)
 
     def _times_of(self, runs: list[InputRun]) -> Benchmark:
         times = Benchmark(self.times_filepath)
@@ -669,8 +654,8 @@ class Task:
         }
         runner.store.put_manifest(self.ref_name, manifest)
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.digest_task_filepath, json.dumps(self.get_full_spec_with_config(config)))
-        _write_atomically(
+        write_text_atomically(self.digest_task_filepath, json.dumps(self.get_full_spec_with_config(config)))
+        write_text_atomically(
             self.digest_sha_filepath, json.dumps({"stages": stage_shas, "task": self.compute_sha(config)})
         )
         times.save()

@@ -92,11 +92,12 @@ def test_dask_local_cluster(tmp_path, counts):
         assert read_counts(counts) == again
 
 
-def test_cli_jobs(tmp_path, counts):
+@pytest.mark.parametrize("workers", [["--jobs", "2"], ["--dask"]], ids=["jobs", "dask"])
+def test_cli_fans_inputs_out(tmp_path, counts, workers):
     task = tree(tmp_path / "tree")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
-        [sys.executable, "-m", "repype", str(task.path), "--run", "--jobs", "2"],
+        [sys.executable, "-m", "repype", str(task.path), "--run", *workers],
         capture_output=True,
         text=True,
         timeout=240,
