@@ -936,7 +936,7 @@ def test_cli_gc_is_a_dry_run_unless_confirmed(tmp_path):
 
 
 def test_cli_in_process_du_ls_and_errors(tmp_path, capsys):
-    from repype.cli import main
+    from repype.cli import console_main as main
 
     root = tmp_path / "store"
     build_two_tasks(root)
@@ -958,7 +958,7 @@ def test_cli_in_process_du_ls_and_errors(tmp_path, capsys):
 
 
 def test_cli_verify_on_s3_with_storage_options(s3_server, capsys):
-    from repype.cli import main
+    from repype.cli import console_main as main
 
     url = f"s3://{s3_server.new_bucket()}/store"
     store = repype.store.open(url, storage_options=s3_server.storage_options)
