@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import stat
@@ -22,10 +23,8 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.fchmod(file.fileno(), stat.S_IMODE(os.stat(path).st_mode))
-            except FileNotFoundError:
-                pass
             file.write(text)
         os.replace(temporary, path)
     except BaseException:

@@ -263,7 +263,7 @@ class Store:
     def table(
         self, tasks: Iterable[str] | None = None, fields: list[str] | None = None, config: list[str] | None = None
     ) -> Any:
-        """A pandas DataFrame with one row per task × input of `tasks` (default: every task).
+        """A pandas DataFrame with one row per task and input of `tasks` (default: every task).
 
         Columns: `task`, `input_id`, the hyperparameters `config` names as `stage/key` columns (a
         section such as `'smooth'` names all of its keys; default: those that differ across the

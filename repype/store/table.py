@@ -101,7 +101,7 @@ def _too_big(view: Any, input_id: Any, name: str, what: str) -> ValueError:
 def results_table(
     views: Sequence[Any], fields: Sequence[str] | None = None, config: Sequence[str] | None = None
 ) -> Any:
-    """A pandas DataFrame with one row per task × input of `views` (`TaskView` objects).
+    """A pandas DataFrame with one row per task and input of `views` (`TaskView` objects).
 
     Columns: `task`, `input_id`, the hyperparameters `config` names as `stage/key` columns (default:
     every one that differs across the tasks, see :func:`config_columns`), then the `fields`
