@@ -43,12 +43,13 @@ def stack_field(view: Any, name: str, input_ids: list[Any] | None = None) -> Any
         if isinstance(value, zarr.Array):
             arrays.append(dask_array.from_zarr(value))
         else:
-            value = np.asarray(value)
-            if value.dtype.hasobject:
+            array = np.asarray(value)
+            if array.dtype.hasobject:
                 raise ValueError(
                     f"task '{view.name}', input {input_id!r}, field '{name}': a {type(value).__name__} value "
                     "is neither an array nor a number, so it cannot be stacked into an xarray.DataArray"
                 )
+            value = array
             arrays.append(dask_array.from_array(value))
         shapes[input_id] = tuple(value.shape)
         if dims is None:
