@@ -23,7 +23,7 @@ def test_running_the_example_leaves_a_clone_clean(tmp_path):
     clone = tmp_path / "clone"
     git("clone", "--quiet", str(REPOSITORY), str(clone), cwd=tmp_path)
     assert git("status", "--porcelain", cwd=clone) == ""
-    for command in (["examples/blobs", "--run"], ["store", "ls", "examples/blobs/.repype"]):
+    for command in (["examples/blobs", "--run"], ["store", "ls", "examples/blobs"]):
         done = subprocess.run(
             [sys.executable, "-m", "repype", *command], cwd=clone, capture_output=True, text=True, timeout=300
         )

@@ -12,7 +12,7 @@ from example import copy_example, run_example
 
 import repype.store
 from repype.store import layout
-from repype.storecli import store_main
+from repype.storecli import open_target, store_main
 
 
 @pytest.fixture(scope="module")
@@ -161,5 +161,6 @@ def test_an_s3_tree_needs_no_storage_options_on_the_command_line(s3_server, tmp_
     out_file = tmp_path / "s3.png"
     code, out, _ = call(capsys, "plot", root / "sigma=3", "--x", "smooth/sigma", "--y", "objects", "--out", out_file)
     assert code == 0 and "1 series, 6 point(s)" in out and out_file.is_file()
-    code, _, err = call(capsys, "ls", root, "-o", "endpoint_url=http://127.0.0.1:9")
-    assert code == 1 and "127.0.0.1:9" in err  # options on the command line win over the tree's
+    filesystem = open_target(str(root), {"key": "someone-else"}).store.backend.zarr_store.fs
+    assert filesystem.key == "someone-else"  # options on the command line win over the tree's ...
+    assert filesystem.endpoint_url == s3_server.endpoint_url  # ... and the tree's others stay
