@@ -22,10 +22,11 @@ import numpy as np
 import yaml
 
 import repype.store
+from repype.batch import Batch
 from repype.store import StoreError
 from repype.store.listing import list_tasks
 from repype.store.table import flatten_config, results_table
-from repype.task import TaskError
+from repype.task import Task, TaskError
 
 COMMANDS = {
     "ls": "tasks with their inputs and fields, complete or damaged",
@@ -41,15 +42,18 @@ JSON_COMMANDS = ("ls", "du", "verify", "gc", "show")
 
 @dataclasses.dataclass
 class Target:
-    """The store a command works on and, when named by a task directory, which tasks are meant.
+    """The store a command works on and, when named by a task directory, that task.
 
-    `prefix` is the name in the store of the task directory given (None for a store or a tree's
-    root: every task); `expected` lists the runnable tasks of that part of the tree.
+    `prefix` is the task's name in the store (None for a store or a tree's root: every task).
     """
 
     store: repype.store.Store
-    prefix: str | None = None
-    expected: list[str] = dataclasses.field(default_factory=list)
+    task: Task | None = None
+
+    @property
+    def prefix(self) -> str | None:
+        """The name in the store of the task directory given, unless it is the root or a store was given."""
+        return None if self.task is None or self.task.ref_name == "." else self.task.ref_name
 
     def selects(self, name: str) -> bool:
         """Whether the task `name` of the store is at or below the directory given."""
@@ -58,6 +62,14 @@ class Target:
     def tasks(self) -> list[str]:
         """The tasks of the store that the target selects."""
         return [name for name in self.store.tasks() if self.selects(name)]
+
+    def tree_tasks(self) -> list[str]:
+        """The runnable tasks of the tree at or below the directory given (none for a store)."""
+        if self.task is None:
+            return []
+        batch = Batch()
+        batch.load(self.task.path)
+        return sorted(task.ref_name for task in batch.tasks.values() if task.runnable and self.selects(task.ref_name))
 
 
 def store_parser() -> argparse.ArgumentParser:
@@ -121,14 +133,10 @@ def open_target(target: str, options: dict[str, Any], writes: bool = False) -> T
     For a task directory, the store URL and `storage_options` are those its task would use
     (`Task.store_url`, the `storage_options` spec key); `options` win over the tree's.
     """
-    from repype.batch import Batch
-
     path = pathlib.Path(target)
     task = None
     if "://" not in target and (path / "task.yml").is_file():
-        batch = Batch()
-        task = batch.task(path)
-        batch.load(path)
+        task = Batch().task(path)
         options = {**(task.full_spec.get("storage_options") or {}), **options}
         url = task.store_url
     elif "://" not in target and path.is_dir() and not (path / "zarr.json").is_file():
@@ -141,12 +149,7 @@ def open_target(target: str, options: dict[str, Any], writes: bool = False) -> T
         if task is None:
             raise
         raise StoreError(f"{error} (the store of the task tree at {target}; run the tree first)") from None
-    if task is None:
-        return Target(store)
-    prefix = None if task.ref_name == "." else task.ref_name
-    chosen = Target(store, prefix)
-    chosen.expected = sorted(t.ref_name for t in batch.tasks.values() if t.runnable and chosen.selects(t.ref_name))
-    return chosen
+    return Target(store, task)
 
 
 def parse_storage_options(pairs: list[str]) -> dict:
@@ -179,7 +182,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> int:
 
 def run_ls(target: Target, args: argparse.Namespace) -> int:
     """`ls`: the selected tasks, complete or damaged (exit 1 when one is damaged)."""
-    return _print_report(list_tasks(target.store, target.tasks(), target.expected), args)
+    return _print_report(list_tasks(target.store, target.tasks(), target.tree_tasks()), args)
 
 
 def run_du(target: Target, args: argparse.Namespace) -> int:
