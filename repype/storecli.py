@@ -102,9 +102,11 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
     elif name == "show":
         command.add_argument("task", nargs="?", help="task name as `ls` lists it (default: the task directory given)")
     elif name == "table":
-        command.add_argument("--field", action="append", help="a field column (repeatable; default: scalar fields)")
         command.add_argument(
-            "--config", action="append", metavar="KEY", help="a hyperparameter column, e.g. smooth/sigma (repeatable)"
+            "--field", action="append", help="field column(s), comma-separated or repeated (default: scalar fields)"
+        )
+        command.add_argument(
+            "--config", action="append", metavar="KEY", help="hyperparameter column(s), e.g. smooth/sigma or smooth"
         )
         command.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE ('-': only CSV)")
     elif name == "plot":
@@ -275,7 +277,7 @@ def _views(target: Target) -> list[Any]:
 
 def run_table(target: Target, args: argparse.Namespace) -> int:
     """`table [--field F]... [--config K]... [--csv FILE]`: a readable table (and CSV)."""
-    frame = results_table(_views(target), args.field, args.config)
+    frame = results_table(_views(target), _names(args.field), _names(args.config))
     if args.csv == "-":
         print(frame.to_csv(index=False), end="")
         return 0
@@ -285,6 +287,13 @@ def run_table(target: Target, args: argparse.Namespace) -> int:
         frame.to_csv(args.csv, index=False)
         print(f"wrote {len(frame)} row(s) to {args.csv}", file=sys.stderr)
     return 0
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Repeated or comma-separated names as one list (None when none were given)."""
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def _pandas_display() -> Any:
@@ -300,14 +309,14 @@ def run_plot(target: Target, args: argparse.Namespace) -> int:
     views = _views(target)
     known = {path for view in views for path in flatten_config(view.config)}
     columns = [column for column in dict.fromkeys((args.x, args.y, args.by)) if column]
-    names = sorted(known | {field for view in views for field in view.fields})
+    names = sorted(known | {field for view in views for field in view.fields} | {"task", "input_id"})
     for column in columns:
         if column not in names:
             match = difflib.get_close_matches(column, names, n=1)
             hint = f"; did you mean '{match[0]}'?" if match else ""
             raise ValueError(f"no hyperparameter or field '{column}' in the tasks{hint} (known: {names})")
     config = [column for column in columns if column in known]
-    fields = [column for column in columns if column not in known]
+    fields = [column for column in columns if column not in known and column not in ("task", "input_id")]
     frame = results_table(views, fields, config)
     figure = plot_table(frame, args.x, args.y, by=args.by, title=target.store.url)
     figure.savefig(args.out)

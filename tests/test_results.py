@@ -167,6 +167,10 @@ def test_to_xarray_stacks_a_field_lazily_with_input_ids(example):
     assert isinstance(stacked.data, dask_array.Array)  # nothing read yet
     assert stacked["input_id"].values.tolist() == [1, 2, 3, 4, 5, 6]
     np.testing.assert_array_equal(stacked.sel(input_id=4).values, view.field(4, "smooth"))
+    named = view.to_xarray("mask", dims=["y", "x"])
+    assert named.dims == ("input_id", "y", "x") and named.dtype == bool
+    with pytest.raises(ValueError, match=r"field 'mask': \['y'\] do not name the axes of shape \(48, 48\)"):
+        view.to_xarray("mask", dims=["y"])
     objects = view.to_xarray("objects", input_ids=[2, 5])
     assert objects.dims == ("input_id",) and objects.values.tolist() == [view.field(i, "objects") for i in (2, 5)]
 

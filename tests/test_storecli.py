@@ -88,8 +88,9 @@ def test_table_prints_writes_csv_and_pipes(tree, capsys, tmp_path):
     code, out, err = call(capsys, "table", tree / "sigma=1", "--config", "smooth", "--field", "objects", "--csv", csv)
     assert code == 0 and "wrote 18 row(s)" in err
     assert csv.read_text().splitlines()[:2] == ["task,input_id,smooth/sigma,objects", "sigma=1,1,1,1"]
-    code, piped, _ = call(capsys, "table", tree, "--field", "objects", "--config", "segment", "--csv", "-")
-    assert piped.splitlines()[0] == "task,input_id,segment/threshold,objects" and len(piped.splitlines()) == 37
+    code, piped, _ = call(capsys, "table", tree, "--field", "objects,foreground", "--config", "segment", "--csv", "-")
+    assert piped.splitlines()[0] == "task,input_id,segment/threshold,objects,foreground"
+    assert len(piped.splitlines()) == 37
     code, _, err = call(capsys, "table", tree, "--field", "smooth")
     assert code == 1 and "field 'smooth'" in err and len(err.splitlines()) == 1
 
@@ -102,6 +103,8 @@ def test_plot_writes_a_png(tree, capsys, tmp_path):
     assert code == 0, out
     assert "2 series, 36 point(s)" in out
     assert out_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(out_file).ndim == 3
+    code, out, _ = call(capsys, "plot", tree / "sigma=3", "--x", "input_id", "--y", "foreground", "--out", out_file)
+    assert code == 0 and "1 series, 18 point(s)" in out
     code, _, err = call(capsys, "plot", tree, "--x", "segment/thresold", "--y", "objects", "--out", out_file)
     assert code == 1 and "did you mean 'segment/threshold'" in err
 

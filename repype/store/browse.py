@@ -104,14 +104,14 @@ class TaskView:
         """
         return results_table([self], fields, [] if config is None else config)
 
-    def to_xarray(self, field: str, input_ids: list[InputID] | None = None) -> Any:
+    def to_xarray(self, field: str, input_ids: list[InputID] | None = None, dims: list[str] | None = None) -> Any:
         """Field `field` of every input (or of `input_ids`) stacked into one lazy `xarray.DataArray`.
 
-        Its dimensions are `input_id` (a coordinate of the input ids) and the array's axes (the
-        names stored with it, `dim_0`, `dim_1`, ... by default); it reads chunks only when computed.
+        Its dimensions are `input_id` (a coordinate of the input ids) and the array's axes: `dims`
+        if given (e.g. `['y', 'x']`), else `dim_0`, `dim_1`, ...; it reads chunks only when computed.
         The inputs' values must agree in shape (ValueError naming the field when not). Needs
         xarray and dask (`pip install 'repype[results]'`).
         """
         from repype.store.xarrays import stack_field
 
-        return stack_field(self, field, input_ids)
+        return stack_field(self, field, input_ids, dims)
