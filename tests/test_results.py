@@ -158,6 +158,15 @@ def test_xarray_opens_stored_arrays_of_any_shape(tmp_path):
     assert set(tree["blobs/zz"].data_vars) == {ref["digest"] for ref in refs}
 
 
+def test_xarray_opens_a_value_of_the_example(example):
+    xarray = pytest.importorskip("xarray")
+    view = example.task("sigma=1/threshold=0.3")
+    digest = view.refs(3)["mask"]["digest"]
+    group = xarray.open_zarr(example.url, group=f"blobs/{digest[:2]}", consolidated=False)
+    assert group[digest].dims == ("dim_0_48", "dim_1_48")
+    np.testing.assert_array_equal(group[digest].values, view.field(3, "mask"))
+
+
 def test_to_xarray_stacks_a_field_lazily_with_input_ids(example):
     pytest.importorskip("xarray")
     dask_array = pytest.importorskip("dask.array")

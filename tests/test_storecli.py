@@ -11,6 +11,7 @@ import yaml
 from example import copy_example, run_example
 
 import repype.store
+from repype.plot import plot_table
 from repype.store import layout
 from repype.storecli import open_target, store_main
 
@@ -95,7 +96,16 @@ def test_table_prints_writes_csv_and_pipes(tree, capsys, tmp_path):
     assert code == 1 and "field 'smooth'" in err and len(err.splitlines()) == 1
 
 
-def test_plot_writes_a_png(tree, capsys, tmp_path):
+def test_plot_writes_a_png(tree, capsys, tmp_path, monkeypatch):
+    import repype.plot
+
+    figures = []
+
+    def keep(*args, **kwargs):
+        figures.append(plot_table(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(repype.plot, "plot_table", keep)
     out_file = tmp_path / "plot.png"
     code, out, _ = call(
         capsys, "plot", tree, "--x", "segment/threshold", "--y", "objects", "--by", "smooth/sigma", "--out", out_file
@@ -103,6 +113,9 @@ def test_plot_writes_a_png(tree, capsys, tmp_path):
     assert code == 0, out
     assert "2 series, 36 point(s)" in out
     assert out_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(out_file).ndim == 3
+    (axes,) = figures[0].axes  # the figure the PNG was drawn from
+    assert [len(points.get_offsets()) for points in axes.collections] == [18, 18]
+    assert axes.get_xlabel() == "segment/threshold" and axes.get_ylabel() == "objects"
     code, out, _ = call(capsys, "plot", tree / "sigma=3", "--x", "input_id", "--y", "foreground", "--out", out_file)
     assert code == 0 and "1 series, 18 point(s)" in out
     code, _, err = call(capsys, "plot", tree, "--x", "segment/thresold", "--y", "objects", "--out", out_file)
