@@ -170,7 +170,7 @@ def parse_storage_options(pairs: list[str]) -> dict:
 
 def report_document(report: Any) -> dict[str, Any]:
     """A report of `ls`, `du`, `verify` or `gc` as JSON data: its fields plus `ok` (and `dedup_ratio`)."""
-    document = dataclasses.asdict(report)
+    document = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else dict(vars(report))
     document["ok"] = report.ok
     if hasattr(report, "dedup_ratio"):
         document["dedup_ratio"] = report.dedup_ratio
