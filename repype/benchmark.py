@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from repype.files import write_text_atomically
+from repype.typing import InputID
 
 T = TypeVar("T")
-InputID = int | str
 
 
 class Benchmark(Generic[T]):

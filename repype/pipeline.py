@@ -10,8 +10,7 @@ from typing import Any
 
 from repype.config import Config
 from repype.stage import Stage
-
-InputID = int | str
+from repype.typing import InputID
 
 
 class StageError(Exception):
@@ -110,7 +109,7 @@ class Pipeline:
                 if len(rule) not in (2, 3):
                     raise ValueError(f"Stage '{stage.id}': rule for '{key}' must be (factor, default[, limits])")
                 limits = rule[2] if len(rule) == 3 else {}
-                self.create_config_entry(config, f"{stage.id}/{key}", rule[0], rule[1], **limits)
+                create_config_entry(config, f"{stage.id}/{key}", rule[0], rule[1], **limits)
         return config
 
     @staticmethod
@@ -123,20 +122,8 @@ class Pipeline:
         min: Any = None,
         max: Any = None,
     ) -> None:
-        """Sets `key` (when missing or None) to `factor` times the user factor `AF_<name>`.
-
-        The user factor lives beside `key` (`stage/AF_param`) and defaults to
-        `default_user_factor`; the result is cast with `type` and clamped to `min`/`max`.
-        """
-        *parents, name = key.split("/")
-        factor_key = "/".join([*parents, f"AF_{name}"])
-        config.set_default(key, factor * config.get(factor_key, default_user_factor), override_none=True)
-        if type is not None:
-            config.update(key, type)
-        if max is not None:
-            config.update(key, lambda value: builtins.min(value, max))
-        if min is not None:
-            config.update(key, lambda value: builtins.max(value, min))
+        """The same as the module-level :func:`create_config_entry`."""
+        create_config_entry(config, key, factor, default_user_factor, type=type, min=min, max=max)
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -211,6 +198,31 @@ class Pipeline:
         return data, config, times
 
 
+def create_config_entry(
+    config: Config,
+    key: str,
+    factor: Any,
+    default_user_factor: Any,
+    type: Any = None,
+    min: Any = None,
+    max: Any = None,
+) -> None:
+    """Sets `key` (when missing or None) to `factor` times the user factor `AF_<name>`.
+
+    The user factor lives beside `key` (`stage/AF_param`) and defaults to
+    `default_user_factor`; the result is cast with `type` and clamped to `min`/`max`.
+    """
+    *parents, name = key.split("/")
+    factor_key = "/".join([*parents, f"AF_{name}"])
+    config.set_default(key, factor * config.get(factor_key, default_user_factor), override_none=True)
+    if type is not None:
+        config.update(key, type)
+    if max is not None:
+        config.update(key, lambda value: builtins.min(value, max))
+    if min is not None:
+        config.update(key, lambda value: builtins.max(value, min))
+
+
 def create_pipeline(stages: Sequence[Stage], *args: Any, pipeline_cls: type = Pipeline, **kwargs: Any) -> Pipeline:
     """A pipeline of `stages` ordered by data flow.
 
@@ -220,10 +232,12 @@ def create_pipeline(stages: Sequence[Stage], *args: Any, pipeline_cls: type = Pi
     """
     ids = [stage.id for stage in stages]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    assert not duplicates, f"Ambiguous stage identifiers: {duplicates}"
+    if duplicates:
+        raise AssertionError(f"Ambiguous stage identifiers: {duplicates}")
     outputs = ["input_id", *(name for stage in stages for name in stage.outputs)]
     ambiguous = sorted({name for name in outputs if outputs.count(name) > 1})
-    assert not ambiguous, f"Ambiguous outputs (produced more than once): {ambiguous}"
+    if ambiguous:
+        raise AssertionError(f"Ambiguous outputs (produced more than once): {ambiguous}")
     pipeline = pipeline_cls(*args, **kwargs)
     available = {"input_id"}
     remaining = list(stages)

@@ -28,8 +28,8 @@ from repype.pipeline import Pipeline, StageError
 from repype.stage import Stage
 from repype.store import IntegrityError, SerializationError, Store
 from repype.store.keys import stage_key
+from repype.typing import InputID
 
-InputID = int | str
 ValueRef = dict[str, Any]
 
 

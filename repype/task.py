@@ -41,16 +41,10 @@ from repype.runner import (
     work_order_payload,
 )
 from repype.stage import Stage
-
-InputID = int | str
-PipelineData = dict[str, Any]
-TaskData = dict[InputID, PipelineData]
-"""Task data object. A dictionary with input ids as keys and pipeline data objects as values."""
+from repype.typing import InputID, PathLike, PipelineData, TaskData
 
 PendingReason = Literal["incomplete", "pipeline", "specification", ""]
 """Reasons why a task is pending, or not pending at all (the empty string)."""
-
-PathLike = str | os.PathLike
 
 LOCATION_KEYS = ("store", "storage_options")
 """Spec keys that say where results live, not what they are: never part of a digest."""
@@ -246,7 +240,7 @@ class Task:
         return path.resolve()
 
     def _substitute(self, text: str) -> str:
-        return text.replace("{DIRNAME}", self.path.name).replace("{ROOTDIR}", str(self.root.path))
+        return text.replace("{DIRNAME}", self.path.name).replace("{ROOTDIR}", str(self.root.path.resolve()))
 
     def get_full_spec_with_config(self, config: Config) -> dict[str, Any]:
         """Get the full specification of the task adopted for the config.
@@ -484,6 +478,9 @@ class Task:
         On completion the manifest and ref are written to the store, then `.task.json`,
         `.sha.json` and `times.csv` to the task directory.
 
+        Without `pipeline`, the task creates one with :meth:`create_pipeline` and connects its
+        ``on_<stage>_<event>`` methods with :meth:`setup_callbacks`; a given pipeline is used as is.
+
         `executor` (**new**) fans the inputs out: None or 1 runs them here, in order; an int N
         runs them in N local processes; `'dask'` on a local Dask cluster; a scheduler address
         on that Dask cluster (see :func:`repype.executor.create_executor`). Workers open the
@@ -491,7 +488,9 @@ class Task:
         """
         if not self.runnable:
             raise TaskError(f"task {self.path} is not runnable")
-        pipeline = pipeline if pipeline is not None else self.create_pipeline()
+        if pipeline is None:
+            pipeline = self.create_pipeline()
+            self.setup_callbacks(pipeline)
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), status)
         runs = [runner.start(input_id, config) for input_id in self.input_ids]
@@ -583,7 +582,7 @@ class Task:
     def _write_input_config(self, pipeline: Pipeline, run: InputRun) -> None:
         path = pipeline.resolve("config", run.input_id)
         if path is not None:
-            write_text_atomically(path, run.config.yaml)
+            write_text_atomically(path, run.config.yaml + "\n")
 
     def _times_of(self, runs: list[InputRun]) -> Benchmark:
         times = Benchmark(self.times_filepath)
