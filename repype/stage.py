@@ -81,9 +81,10 @@ class Stage:
         if name in _FIELD_COLLECTIONS:
             value = frozenset(value)
             if name == "inputs":
+                self.__dict__["_read"] = value
                 value |= self.__dict__.get("consumes", frozenset())
             elif name == "consumes":
-                super().__setattr__("inputs", self.__dict__.get("inputs", frozenset()) | value)
+                self.__dict__["inputs"] = self.__dict__.get("_read", frozenset()) | value
         super().__setattr__(name, value)
 
     # --- callbacks ------------------------------------------------------------------------------

@@ -605,10 +605,12 @@ def test_setup_callbacks_calls_task_methods(tmp_path, counts):
     spec = basic_tree(tmp_path)
     (tmp_path / "task.yml").write_text(json.dumps(spec))
     task = MyTask(tmp_path, spec)
-    pipeline = task.create_pipeline()
-    task.setup_callbacks(pipeline)
-    task.run(task.create_config(), pipeline)
+    task.run(task.create_config())  # creates its pipeline and connects the callbacks itself (as upstream)
     assert ("end", 1) in calls and ("after", 3) in calls
+    calls.clear()
+    pipeline = task.create_pipeline()  # a pipeline given by the caller is used as is
+    task.run(task.create_config(), pipeline, pickup=False)
+    assert calls == []
 
 
 def test_config_copy_semantics_kept(tmp_path):
