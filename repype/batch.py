@@ -80,6 +80,11 @@ class Batch:
         self._process: multiprocessing.Process | None = None
         self._pipe = None
 
+    @property
+    def resolved_tasks(self) -> dict[pathlib.Path, Task]:
+        """Every loaded task, by its resolved path (as upstream; :attr:`tasks` is keyed the same way)."""
+        return dict(self.tasks)
+
     def task(self, path: PathLike, spec: dict | None = None) -> Task | None:
         """The task at `path`, loaded from `spec` or `path/task.yml` (parents first) on first use.
 

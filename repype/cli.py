@@ -22,7 +22,7 @@ from typing import Any
 
 import repype.status
 from repype.batch import Batch, RunContext
-from repype.console import ConsoleReader
+from repype.console import ConsoleReader, format_hms  # noqa: F401 (format_hms: upstream's name here)
 from repype.task import Task
 from repype.typing import PathLike
 

@@ -106,6 +106,13 @@ class ConsoleReader(StatusReader):
         stream.flush()
 
 
+def format_hms(seconds: float) -> str:
+    """A duration as `MM:SS`, or `H:MM:SS` from one hour on (as upstream)."""
+    seconds = round(seconds)
+    hours, minutes, seconds = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    return f"{hours:d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+
+
 def format_update(data: dict, eta: str = "") -> str | None:
     """A one-line text for an update, or `None` for updates not worth a line."""
     info = data.get("info")

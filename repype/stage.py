@@ -13,7 +13,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import xxhash
 
@@ -22,7 +22,17 @@ import repype.status
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOKEN = re.compile(r"[0-9]+|[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 EVENTS = ("start", "end", "skip")
+StageEvent = Literal["start", "end", "skip", "after"]
+"""The events a stage callback can be registered for (`after` means both `end` and `skip`)."""
 _FIELD_COLLECTIONS = frozenset({"inputs", "outputs", "consumes"})
+
+
+class StageCallback(Protocol):
+    """What :meth:`Stage.add_callback` accepts: called with keyword arguments only."""
+
+    def __call__(
+        self, *, stage: Stage, event: StageEvent, pipeline: Any, input_id: Any, data: dict, config: Any, status: Any
+    ) -> None: ...
 
 
 def suggest_stage_id(class_name: str) -> str:
@@ -89,12 +99,12 @@ class Stage:
 
     # --- callbacks ------------------------------------------------------------------------------
 
-    def add_callback(self, event: str, callback: Callable) -> None:
+    def add_callback(self, event: StageEvent, callback: StageCallback) -> None:
         """Calls `callback` on `event` (`start`, `end`, `skip`, or `after` for both end and skip)."""
         for name in self._event_names(event):
             self.callbacks[name].append(callback)
 
-    def remove_callback(self, event: str, callback: Callable) -> None:
+    def remove_callback(self, event: StageEvent, callback: StageCallback) -> None:
         """Stops calling `callback` on `event` (`after` removes it from `end` and `skip`)."""
         for name in self._event_names(event):
             self.callbacks[name].remove(callback)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
+import repype.batch
 import repype.benchmark
 import repype.cli
 import repype.pipeline
@@ -418,3 +419,17 @@ def test_config_text_forms_match_upstream():
     assert str(config) == json.dumps(config.entries, indent=2) and str(config).startswith('{\n  "stage1": {')
     assert repr(config) == "<Config, {'stage1': {'param1': 1000, 'sub': {'param1': 'xyz'}}, 'stage2': {'param2': 5}}>"
     assert Config().yaml == "" and io.StringIO(config.yaml).read()[-1] != "\n"
+
+
+def test_smaller_upstream_names(tmp_path):
+    import typing
+
+    import repype.benchmark
+
+    assert repype.cli.format_hms(59.6) == "01:00" and repype.cli.format_hms(3725) == "1:02:05"
+    assert typing.get_args(repype.stage.StageEvent) == ("start", "end", "skip", "after")
+    assert isinstance(repype.benchmark.ValueType, typing.TypeVar)
+    root = write_notebook_tree(tmp_path)
+    batch = repype.batch.Batch()
+    batch.load(root)
+    assert set(batch.resolved_tasks) == {root, root / "sigma=2"}
