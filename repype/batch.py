@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import pathlib
 import sys
 import traceback
@@ -67,6 +68,21 @@ def run_task_process(exit_code, payload: bytes) -> None:
         exit_code.send(1)
 
 
+def _check_no_gap(root: pathlib.Path, directory: pathlib.Path) -> None:
+    """Raises `ValueError` when a folder above the task at `directory` (within `root`) has a `task.yml`.
+
+    The task has no parent, so the folder right above it has no `task.yml`.
+    """
+    for ancestor in directory.parents:
+        if ancestor == root.parent:
+            return
+        if (ancestor / "task.yml").is_file():
+            raise ValueError(
+                f"folder {directory.parent} has no task.yml, but it lies between the task {ancestor} and the task "
+                f"{directory}: every folder of a task tree needs a task.yml (an empty one inherits everything)"
+            )
+
+
 class Batch:
     """A collection of tasks, each identified by its path.
 
@@ -113,12 +129,27 @@ class Batch:
         return task
 
     def load(self, root: PathLike) -> None:
-        """Load every task below `root` (every directory with a `task.yml`)."""
-        root = pathlib.Path(root)
+        """Load every task below `root` (every directory with a `task.yml`).
+
+        Dot-directories (such as the default store `.repype`) and the local stores of the loaded
+        tasks are not searched. A directory without `task.yml` between a task and the task
+        above it is an error naming that directory: every folder of a tree needs a `task.yml`.
+        """
+        root = pathlib.Path(root).resolve()
         if not root.is_dir():
             raise FileNotFoundError(f"no task directory at {root}")
-        for spec_path in sorted(root.rglob("task.yml")):
-            self.task(spec_path.parent)
+        stores: set[pathlib.Path] = set()
+        for directory, subdirectories, files in os.walk(root):
+            directory = pathlib.Path(directory)
+            if "task.yml" in files:
+                task = self.task(directory)
+                if task.parent is None and directory != root:
+                    _check_no_gap(root, directory)
+                if "://" not in task.store_url:
+                    stores.add(pathlib.Path(task.store_url))
+            subdirectories[:] = sorted(
+                name for name in subdirectories if not name.startswith(".") and directory / name not in stores
+            )
 
     @property
     def contexts(self) -> list[RunContext]:

@@ -27,7 +27,7 @@ class Benchmark(Generic[ValueType]):
     def __init__(self, filepath: str | os.PathLike) -> None:
         self.filepath = pathlib.Path(filepath)
         self._values: dict[str, dict[InputID, ValueType]] = {}
-        self._input_ids: list[InputID] = []
+        self._input_ids: dict[InputID, None] = {}  # an ordered set: updates stay O(1)
         if self.filepath.exists():
             self._load()
 
@@ -50,8 +50,7 @@ class Benchmark(Generic[ValueType]):
 
     def __setitem__(self, where: tuple[str, InputID], value: ValueType) -> None:
         stage_id, input_id = where
-        if input_id not in self._input_ids:
-            self._input_ids.append(input_id)
+        self._input_ids.setdefault(input_id)
         self._values.setdefault(stage_id, {})[input_id] = value
 
     def __contains__(self, where: tuple[str, InputID]) -> bool:
@@ -61,7 +60,7 @@ class Benchmark(Generic[ValueType]):
     def set(self, other: Benchmark[ValueType]) -> Benchmark[ValueType]:
         """Replaces the values of this benchmark by those of `other`; returns `self`."""
         self._values = {stage_id: dict(row) for stage_id, row in other._values.items()}
-        self._input_ids = list(other._input_ids)
+        self._input_ids = dict(other._input_ids)
         return self
 
     def retain(self, stage_ids: Iterable[str], input_ids: Iterable[InputID]) -> Benchmark[ValueType]:
@@ -72,7 +71,7 @@ class Benchmark(Generic[ValueType]):
             for stage_id in stage_ids
             if stage_id in self._values
         }
-        self._input_ids = [i for i in input_ids if any(i in row for row in self._values.values())]
+        self._input_ids = dict.fromkeys(i for i in input_ids if any(i in row for row in self._values.values()))
         return self
 
     def save(self) -> None:
@@ -89,7 +88,7 @@ class Benchmark(Generic[ValueType]):
             rows = list(csv.reader(file))
         if not rows:
             return
-        self._input_ids = [_decode_input_id(cell) for cell in rows[0][1:]]
+        self._input_ids = dict.fromkeys(_decode_input_id(cell) for cell in rows[0][1:])
         for row in rows[1:]:
             self._values[row[0]] = {
                 input_id: json.loads(cell) for input_id, cell in zip(self._input_ids, row[1:]) if cell != ""

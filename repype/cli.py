@@ -77,6 +77,8 @@ def main(
         sys.path.insert(0, str(root))
     batch = Batch(task_cls)
     batch.load(root)
+    if not batch.tasks:
+        raise SelectionError(f"no task.yml in {root} or below it: not a task tree")
     selected = select(batch, root, tasks, task_dirs)
     contexts = selected if reset else [context for context in selected if context.pending]
 
