@@ -58,12 +58,14 @@ def run_task_process(exit_code, payload: bytes) -> None:
         context.run(status=status, executor=executor)
         exit_code.send(0)
     except BaseException as error:
+        failed_stage = isinstance(error, StageError) and error.stage_traceback
         repype.status.update(
             status,
             info="error",
             task=str(context.task.path.resolve()),
-            traceback=traceback.format_exc(),
+            traceback=error.stage_traceback if failed_stage else traceback.format_exc(),
             stage=error.stage.id if isinstance(error, StageError) else None,
+            input_id=error.input_id if isinstance(error, StageError) else None,
         )
         exit_code.send(1)
 

@@ -134,7 +134,8 @@ def format_update(data: dict, eta: str = "") -> str | None:
         return f"Results stored for {data['task']}"
     if info == "error":
         stage = f" in stage '{data['stage']}'" if data.get("stage") else ""
-        return f"Error{stage} of task {data.get('task')}:\n{data.get('traceback', '')}"
+        where = f" on input {data['input_id']!r}" if data.get("input_id") is not None else ""
+        return f"Error{stage}{where} of task {data.get('task')}:\n{data.get('traceback', '').rstrip()}"
     if info == "interrupted":
         return f"Batch processing interrupted (exit code {data.get('exit_code')})"
     if info == "progress":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import math
 import pathlib
+import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,23 +15,38 @@ from repype.typing import InputID
 
 
 class StageError(Exception):
-    """A stage failed; `stage` is the failed stage and the original error is chained as `__cause__`."""
+    """A stage failed; `stage` is the failed stage and the original error is chained as `__cause__`.
 
-    def __init__(self, stage: Stage, message: str | None = None) -> None:
+    `input_id` names the input it failed on (when known); :attr:`stage_traceback` is the
+    traceback of the original error, which survives the trip back from worker processes.
+    """
+
+    def __init__(
+        self, stage: Stage, message: str | None = None, input_id: Any = None, stage_traceback: str | None = None
+    ) -> None:
         super().__init__(f"Stage '{stage.id}' failed")
         self.stage = stage
+        self.input_id = input_id
         self._message = message
+        self._traceback = stage_traceback
 
     def __reduce__(self) -> tuple:
-        # survives the trip back from worker processes, keeping the cause's text
-        return (type(self), (self.stage, str(self)))
+        return (type(self), (self.stage, str(self), self.input_id, self.stage_traceback))
+
+    @property
+    def stage_traceback(self) -> str:
+        """The traceback of the error raised by the stage itself (empty when there is none)."""
+        if self._traceback is None and self.__cause__ is not None:
+            self._traceback = "".join(traceback.format_exception(self.__cause__))
+        return self._traceback or ""
 
     def __str__(self) -> str:
         if self._message is not None:
             return self._message
         cause = self.__cause__
+        where = f" on input {self.input_id!r}" if self.input_id is not None else ""
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-        return f"Stage '{self.stage.id}' failed{detail}"
+        return f"Stage '{self.stage.id}' failed{where}{detail}"
 
 
 class Pipeline:
@@ -192,7 +208,7 @@ class Pipeline:
                 try:
                     times[stage.id] = stage.run(self, input_id, data, stage_config, status=status, **kwargs)
                 except Exception as error:
-                    raise StageError(stage) from error
+                    raise StageError(stage, input_id=input_id) from error
             else:
                 stage.skip(self, input_id, data, stage_config, status=status, **kwargs)
         return data, config, times

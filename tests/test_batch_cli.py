@@ -122,6 +122,8 @@ def test_cli_task_dir_selection_and_failure_exit_code(tmp_path, counts):
     failed = repype_cli(str(root), "--run", "--task-dir", str(root / "a"))
     assert failed.returncode == 1
     assert "fail" in failed.stdout and "failing on purpose" in failed.stdout
+    assert "Error in stage 'fail' on input 1 of task" in failed.stdout
+    assert failed.stdout.count("Traceback") == 1  # the stage's own traceback, once
 
 
 def test_cli_store_commands(tmp_path, counts):
