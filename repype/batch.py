@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import pathlib
@@ -56,7 +57,7 @@ def run_task_process(exit_code, payload: bytes) -> None:
     sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     try:
         context.run(status=status, executor=executor)
-        exit_code.send(0)
+        code = 0
     except BaseException as error:
         failed_stage = isinstance(error, StageError) and error.stage_traceback
         repype.status.update(
@@ -67,7 +68,20 @@ def run_task_process(exit_code, payload: bytes) -> None:
             stage=error.stage.id if isinstance(error, StageError) else None,
             input_id=error.input_id if isinstance(error, StageError) else None,
         )
-        exit_code.send(1)
+        code = 1
+    with contextlib.suppress(OSError):  # the batch that started this process is gone
+        exit_code.send(code)
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    """Terminates `process`, and kills it when it has not ended after one second."""
+    if process.exitcode is not None:
+        return
+    process.terminate()
+    process.join(1)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
 
 
 def _check_no_gap(root: pathlib.Path, directory: pathlib.Path) -> None:
@@ -199,6 +213,10 @@ class Batch:
                     await asyncio.sleep(0.05)
                 code = receiver.recv() if receiver.poll(5) else self._process.exitcode
                 self._process.join()
+            except BaseException:  # cancelled or interrupted: the task's process must not outlive the batch
+                _stop(self._process)
+                repype.status.update(status, info="interrupted", exit_code=None)
+                raise
             finally:
                 self._process = None
             if code != 0:
@@ -211,10 +229,6 @@ class Batch:
         process = self._process
         if process is None:
             return
-        process.terminate()
-        await asyncio.to_thread(process.join, 1)
-        if process.exitcode is None:
-            process.kill()
-            await asyncio.to_thread(process.join)
+        await asyncio.to_thread(_stop, process)
         if self._pipe is not None:
             self._pipe.send(2)

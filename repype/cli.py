@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import pathlib
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import repype.status
@@ -184,7 +187,11 @@ def batch_main(
             executor=args.dask if args.dask is not None else args.jobs,
             yes=args.yes,
         )
-        return 0 if asyncio.run(coroutine()) else 1
+        with _interrupted_by_sigterm():
+            return 0 if asyncio.run(coroutine()) else 1
+    except KeyboardInterrupt:
+        print("repype: interrupted; completed tasks and stage executions are kept, a re-run resumes", file=sys.stderr)
+        return 130
     except SelectionError as error:
         return _report(error, args.debug, code=2)
     except BrokenPipeError:  # output piped into a reader that stopped reading (`| head`)
@@ -193,6 +200,23 @@ def batch_main(
         return 1
     except Exception as error:  # a broken task.yml, pipeline or store: say which
         return _report(error, args.debug, code=1)
+
+
+@contextlib.contextmanager
+def _interrupted_by_sigterm() -> Iterator[None]:
+    """SIGTERM interrupts like Ctrl-C while the block runs, so a running task's process is stopped too."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _report(error: BaseException, debug: bool, code: int) -> int:

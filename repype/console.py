@@ -137,7 +137,8 @@ def format_update(data: dict, eta: str = "") -> str | None:
         where = f" on input {data['input_id']!r}" if data.get("input_id") is not None else ""
         return f"Error{stage}{where} of task {data.get('task')}:\n{data.get('traceback', '').rstrip()}"
     if info == "interrupted":
-        return f"Batch processing interrupted (exit code {data.get('exit_code')})"
+        code = data.get("exit_code")
+        return "Batch processing interrupted" + (f" (exit code {code})" if code is not None else "")
     if info == "progress":
         details = f"{data['details']}: " if data.get("details") else ""
         total = data.get("max_steps")

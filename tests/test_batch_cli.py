@@ -246,3 +246,49 @@ def test_output_piped_into_head_is_not_a_traceback(tmp_path, counts):
     command = f'"{sys.executable}" -m repype "{root}" | head -1'
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+SLOW_STAGE = """
+import os
+import time
+
+from repype.stage import Stage
+
+
+class Slow(Stage):
+    inputs = ("input_id",)
+    outputs = ("x",)
+
+    def process(self, input_id, pipeline, config, status=None):
+        with open(os.path.join(os.path.dirname(__file__), "pid"), "w") as file:
+            file.write(str(os.getpid()))
+        time.sleep(120)
+        return {"x": 1}
+"""
+
+
+def test_sigterm_stops_the_run_and_its_task_process(tmp_path):
+    import signal
+    import time
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "slowstage.py").write_text(SLOW_STAGE)
+    (root / "task.yml").write_text("runnable: true\npipeline: [slowstage.Slow]\ninput_ids: [1]\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "repype", str(root), "--run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "REPYPE_CLI_INTERMEDIATE": "0"},
+    )
+    deadline = time.monotonic() + 60
+    while not (root / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int((root / "pid").read_text())
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, out + err
+    assert "Traceback" not in out + err and "interrupted" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the task's process is gone too
