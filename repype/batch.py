@@ -59,14 +59,15 @@ def run_task_process(exit_code, payload: bytes) -> None:
         context.run(status=status, executor=executor)
         code = 0
     except BaseException as error:
-        failed_stage = isinstance(error, StageError) and error.stage_traceback
+        stage_error = error if isinstance(error, StageError) else None
         repype.status.update(
             status,
             info="error",
             task=str(context.task.path.resolve()),
-            traceback=error.stage_traceback if failed_stage else traceback.format_exc(),
-            stage=error.stage.id if isinstance(error, StageError) else None,
-            input_id=error.input_id if isinstance(error, StageError) else None,
+            message=str(error) or type(error).__name__,
+            traceback=stage_error.stage_traceback if stage_error else traceback.format_exc(),
+            stage=stage_error.stage.id if stage_error else None,
+            input_id=stage_error.input_id if stage_error else None,
         )
         code = 1
     with contextlib.suppress(OSError):  # the batch that started this process is gone

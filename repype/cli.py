@@ -57,12 +57,14 @@ def main(
     *,
     executor: int | str | None = None,
     yes: bool = False,
+    debug: bool = False,
 ) -> Callable[[], Coroutine[Any, Any, bool]]:
     """Loads the task tree at `path` and returns a coroutine function that does the work (as upstream).
 
     ``await main(root, run=True)()`` runs the selected pending tasks and returns True on success;
     without `run` it prints the dry run and returns True; with `reset` it resets the selected
-    tasks after confirmation (`yes` skips the question, **new**). `tasks` and `task_dirs` select
+    tasks after confirmation (`yes` skips the question, **new**; `debug` shows the tracebacks
+    of errors other than a stage's own, **new**). `tasks` and `task_dirs` select
     tasks by path, relative to the current directory or to the tree's root; a selection that
     names nothing runnable raises :class:`SelectionError`. `executor` (**new**) fans inputs out
     as in :meth:`repype.task.Task.run`. Progress is printed by `status_reader_cls`, called as
@@ -93,7 +95,8 @@ def main(
             print('DRY RUN: use "--run" to run the tasks')
             return True
         with repype.status.create() as status:
-            async with status_reader_cls(status.filepath, batch=batch):
+            options = {"debug": True} if debug else {}  # upstream readers take no such option
+            async with status_reader_cls(status.filepath, batch=batch, **options):
                 return await batch.run(contexts, status=status, executor=executor)
 
     return _main
@@ -186,6 +189,7 @@ def batch_main(
             status_reader_cls=status_reader_cls,
             executor=args.dask if args.dask is not None else args.jobs,
             yes=args.yes,
+            debug=args.debug,
         )
         with _interrupted_by_sigterm():
             return 0 if asyncio.run(coroutine()) else 1

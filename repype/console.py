@@ -29,6 +29,7 @@ class ConsoleReader(StatusReader):
         stream: Where to print (default: standard output).
         indent: Spaces of indentation per nesting level of the reporting status.
         batch: The batch being run (available to subclasses as :attr:`batch`).
+        debug: Show the tracebacks of errors that are not a stage's own.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class ConsoleReader(StatusReader):
         stream: Any = None,
         indent: int = 2,
         batch: Any = None,
+        debug: bool = False,
     ) -> None:
         if isinstance(filepath, Status):
             filepath = filepath.filepath
@@ -50,6 +52,7 @@ class ConsoleReader(StatusReader):
         self.stream = stream
         self.indent = indent
         self.batch = batch
+        self.debug = debug
         self._pending_line = False
         self._started: dict[str, float] = {}
 
@@ -62,7 +65,7 @@ class ConsoleReader(StatusReader):
     def format(self, positions: list[int], status: Any, intermediate: bool) -> str | None:
         """The text of one update, or None for updates not worth a line (see :func:`format_update`)."""
         if isinstance(status, dict):
-            return format_update(status, self._eta(status))
+            return format_update(status, self._eta(status), debug=self.debug)
         return None if status is None else str(status)
 
     def handle_new_status(self, positions: list[int], status: Any, intermediate: bool) -> None:
@@ -106,6 +109,17 @@ class ConsoleReader(StatusReader):
         stream.flush()
 
 
+def _format_error(data: dict, debug: bool) -> str:
+    """A failing stage shows its own traceback; any other error one line (and its traceback with `debug`)."""
+    stage = f" in stage '{data['stage']}'" if data.get("stage") else ""
+    where = f" on input {data['input_id']!r}" if data.get("input_id") is not None else ""
+    text = f"Error{stage}{where} of task {data.get('task')}"
+    if data.get("stage") or debug or "message" not in data:
+        return f"{text}:\n{data.get('traceback', '').rstrip()}"
+    message = str(data["message"]).removeprefix(f"task {data.get('task')}: ")  # the header names the task
+    return f"{text}: {message}"
+
+
 def format_hms(seconds: float) -> str:
     """A duration as `MM:SS`, or `H:MM:SS` from one hour on (as upstream)."""
     seconds = round(seconds)
@@ -113,8 +127,8 @@ def format_hms(seconds: float) -> str:
     return f"{hours:d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
 
 
-def format_update(data: dict, eta: str = "") -> str | None:
-    """A one-line text for an update, or `None` for updates not worth a line."""
+def format_update(data: dict, eta: str = "", debug: bool = False) -> str | None:
+    """A one-line text for an update, or `None` for updates not worth a line (`debug`: errors with tracebacks)."""
     info = data.get("info")
     if data.get("text") is not None:
         return str(data["text"])
@@ -133,9 +147,7 @@ def format_update(data: dict, eta: str = "") -> str | None:
     if info == "completed":
         return f"Results stored for {data['task']}"
     if info == "error":
-        stage = f" in stage '{data['stage']}'" if data.get("stage") else ""
-        where = f" on input {data['input_id']!r}" if data.get("input_id") is not None else ""
-        return f"Error{stage}{where} of task {data.get('task')}:\n{data.get('traceback', '').rstrip()}"
+        return _format_error(data, debug)
     if info == "interrupted":
         code = data.get("exit_code")
         return "Batch processing interrupted" + (f" (exit code {code})" if code is not None else "")

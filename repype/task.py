@@ -40,6 +40,7 @@ from repype.runner import (
     run_work_order,
     work_order_payload,
 )
+from repype.spec import validate_spec
 from repype.stage import Stage
 from repype.typing import InputID, PathLike, PipelineData, TaskData
 
@@ -165,6 +166,7 @@ class Task:
         self.path = pathlib.Path(path)
         self.spec = spec if spec is not None else {}
         self.parent = parent
+        validate_spec(self.path, self.spec)
 
     def __repr__(self) -> str:
         return f"Task({str(self.path)!r})"
@@ -216,7 +218,10 @@ class Task:
         """
         for entry in self.full_spec.get("marginal_stages", []) or []:
             if "." in entry:
-                stage_cls = load_from_module(entry)
+                try:
+                    stage_cls = load_from_module(entry)
+                except ImportError as error:
+                    raise ImportError(f"task {self.path}: 'marginal_stages': {error}") from error
                 yield getattr(stage_cls, "id", None) or stage_cls().id
             else:
                 yield entry
@@ -289,13 +294,20 @@ class Task:
         scopes = {key: self.resolve_path(value) for key, value in (self.full_spec.get("scopes") or {}).items()}
         try:
             if isinstance(entry, str):
-                return load_from_module(entry)(*args, scopes=scopes, **kwargs)
-            if isinstance(entry, list):
-                stages = [load_from_module(stage)() for stage in entry]
-                return repype.pipeline.create_pipeline(stages, *args, scopes=scopes, **kwargs)
+                return self._load_class(entry, Pipeline)(*args, scopes=scopes, **kwargs)
+            stages = [self._load_class(stage, Stage)() for stage in entry]
+            return repype.pipeline.create_pipeline(stages, *args, scopes=scopes, **kwargs)
         except ImportError as error:
             raise ImportError(f"task {self.path}: {error}") from error
-        raise TaskError(f"task {self.path}: 'pipeline' must be a dotted path or a list of them, not {entry!r}")
+        except (AssertionError, RuntimeError) as error:  # duplicate stage ids or outputs, no order by data flow
+            raise TaskError(f"task {self.path}: 'pipeline': {error}") from error
+
+    def _load_class(self, name: str, base: type) -> type:
+        loaded = load_from_module(name)
+        if not (isinstance(loaded, type) and issubclass(loaded, base)):
+            kind = type(loaded).__name__ if not isinstance(loaded, type) else f"class {loaded.__name__}"
+            raise TaskError(f"task {self.path}: 'pipeline': '{name}' is a {kind}, not a {base.__name__} subclass")
+        return loaded
 
     def setup_callbacks(self, pipeline: Pipeline) -> None:
         """Add callbacks to the pipeline stages for methods named ``on_<stage id>_<event>``.
@@ -363,7 +375,10 @@ class Task:
     def open_store(self, mode: str = "a") -> repype.store.Store:
         """Open the task's store (shared by every task of this process that names the same one)."""
         options = self.full_spec.get("storage_options") or None
-        return open_shared_store(self.store_url, options, mode)
+        try:
+            return open_shared_store(self.store_url, options, mode)
+        except repype.store.StoreUnavailableError as error:
+            raise repype.store.StoreUnavailableError(f"task {self.path}: {error}") from error
 
     def _existing_store(self) -> repype.store.Store | None:
         """The task's store opened read-only, or None when it does not exist yet (creates nothing)."""
