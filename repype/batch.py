@@ -56,7 +56,7 @@ def run_task_process(exit_code, payload: bytes) -> None:
     context, status, sys_path, executor = dill.loads(payload)
     sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     try:
-        context.run(status=status, executor=executor)
+        context.run(status=status, executor=executor, return_data=False)  # nobody receives the data here
         code = 0
     except BaseException as error:
         stage_error = error if isinstance(error, StageError) else None

@@ -485,7 +485,9 @@ class Task:
         strip_marginals: bool = True,
         status: Any = None,
         executor: Executor | int | str | None = None,
-    ) -> TaskData:
+        *,
+        return_data: bool = True,
+    ) -> TaskData | None:
         """Run the task and return its task data object.
 
         With `pickup`, every stage execution recorded in the store is reused (whichever task
@@ -495,6 +497,9 @@ class Task:
 
         Without `pipeline`, the task creates one with :meth:`create_pipeline` and connects its
         ``on_<stage>_<event>`` methods with :meth:`setup_callbacks`; a given pipeline is used as is.
+
+        With `return_data=False` (**new**), nothing is loaded back from the store and None is
+        returned: what a batch does, since nobody receives the data there.
 
         `executor` (**new**) fans the inputs out: None or 1 runs them here, in order; an int N
         runs them in N local processes; `'dask'` on a local Dask cluster; a scheduler address
@@ -533,7 +538,7 @@ class Task:
                 workers.close()
         repype.status.update(status, info="storing", intermediate=True)
         self._commit(runner, runs, config, self._times_of(runs))
-        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs}
+        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
         repype.status.update(status, info="completed", task=str(self.path.resolve()))
         return data
 

@@ -276,6 +276,19 @@ def test_rerun_reuses_everything_and_returns_equal_data(tmp_path, counts):
     assert_data_equal(task.load(task.create_pipeline()), first)
 
 
+def test_a_rerun_without_return_data_reads_no_value(tmp_path, counts, monkeypatch):
+    task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
+    first = run(task)
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a value was read although nobody receives it")
+
+    monkeypatch.setattr(repype.store.Store, "get_value", no_reads)
+    assert run(task, return_data=False) is None
+    monkeypatch.undo()
+    assert_data_equal(task.load(), first)
+
+
 def test_pickup_false_runs_everything(tmp_path, counts):
     task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
     run(task)
