@@ -7,8 +7,7 @@ from typing import Any
 from repype.store.codecs import ValueRef
 from repype.store.errors import StoreError
 from repype.store.table import results_table
-
-InputID = int | str
+from repype.typing import InputID
 
 
 class TaskView:
