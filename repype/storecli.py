@@ -259,7 +259,9 @@ def _indented_yaml(data: Any) -> str:
 
 def run_show(target: Target, args: argparse.Namespace) -> int:
     """`show [TASK]`: one task (default: the task directory given)."""
-    name = args.task or target.prefix
+    name = args.task
+    if name is None and target.task is not None and target.task.runnable:
+        name = target.task.ref_name
     if name is None:
         raise ValueError("name the task to show (as `repype store ls` lists it), or give its task directory")
     document = task_document(target.store.task(name))

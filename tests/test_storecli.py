@@ -9,6 +9,7 @@ import matplotlib.image
 import pytest
 import yaml
 from example import copy_example, run_example
+from tasktree import PIPELINE, write_tree
 
 import repype.store
 from repype.plot import plot_table
@@ -75,7 +76,7 @@ def test_show_one_task_by_directory_or_name(tree, capsys):
     assert document["fields"]["mask"] == {"codec": "ndarray", "dtype": "|b1", "shape": [48, 48]}
     code, _, err = call(capsys, "show", tree, "sigma=9")
     assert code == 1 and "no task 'sigma=9'" in err and len(err.splitlines()) == 1
-    code, _, err = call(capsys, "show", tree)
+    code, _, err = call(capsys, "show", tree)  # the root of the example is not runnable
     assert code == 1 and "name the task" in err
 
 
@@ -180,3 +181,13 @@ def test_an_s3_tree_needs_no_storage_options_on_the_command_line(s3_server, tmp_
     filesystem = open_target(str(root), {"key": "someone-else"}).store.backend.zarr_store.fs
     assert filesystem.key == "someone-else"  # options on the command line win over the tree's ...
     assert filesystem.endpoint_url == s3_server.endpoint_url  # ... and the tree's others stay
+
+
+def test_show_and_ls_of_a_runnable_root_task(tmp_path, capsys):
+    spec = {"runnable": True, "pipeline": PIPELINE, "input_ids": [1, 2], "config": {"threshold": {"threshold": 0.4}}}
+    root = write_tree(tmp_path / "tree", {"": spec})[""]
+    root.run(root.create_config())
+    code, out, _ = call(capsys, "show", root.path)
+    assert code == 0 and out.startswith("task . in ") and "threshold: 0.4" in out
+    code, out, _ = call(capsys, "ls", root.path)
+    assert code == 0 and "1 task(s)" in out and "summary" in out
