@@ -178,7 +178,7 @@ def test_an_s3_tree_needs_no_storage_options_on_the_command_line(s3_server, tmp_
     out_file = tmp_path / "s3.png"
     code, out, _ = call(capsys, "plot", root / "sigma=3", "--x", "smooth/sigma", "--y", "objects", "--out", out_file)
     assert code == 0 and "1 series, 6 point(s)" in out and out_file.is_file()
-    url = f"{yaml.safe_load((root / 'task.yml').read_text())['store']}"
+    url = yaml.safe_load((root / "task.yml").read_text())["store"]
     frame = repype.store.open(url, storage_options=s3_server.storage_options, mode="r").table(config=["smooth"])
     assert frame.groupby("task").size().to_dict() == {"sigma=1": 6, "sigma=3": 6}
     filesystem = open_target(str(root), {"key": "someone-else"}).store.backend.zarr_store.fs
