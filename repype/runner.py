@@ -131,7 +131,8 @@ class InputRunner:
         stage_config = self.stage_config(run, stage)
         digests = {name: run.refs[name]["digest"] for name in sorted(stage.inputs)}
         extra = stage.key_material(self.pipeline, run.input_id, stage_config)
-        return stage_key(stage.sha, stage_config.entries, digests, extra=extra)
+        distributions = stage.signature["distributions"]
+        return stage_key(stage.sha, stage_config.entries, digests, extra=extra, distributions=distributions)
 
     def advance_recorded(self, runs: Iterable[InputRun]) -> None:
         """Adopt recorded stage executions for every run, as far as the store has them.

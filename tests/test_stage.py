@@ -707,10 +707,13 @@ def test_sha_ignores_set_attribute_order(make_sha):
     assert make_sha(_variant_source(tags="frozenset({'a', 'b'})")) == make_sha(_variant_source(tags="{'b', 'a'}"))
 
 
-def test_sha_ignores_non_json_attribute(make_sha):
+def test_sha_counts_non_json_attribute_by_class_or_canonical_value(make_sha):
     base = make_sha(_variant_source(tags="object()"))
-    assert make_sha(_variant_source(tags="type('T', (), {})()")) == base
-    assert make_sha(_variant_source(tags="{'a': {1, 2}}")) == base  # a set inside a dict is not JSON-able
+    assert make_sha(_variant_source(tags="object()")) == base  # an instance counts by its class, not its address
+    assert make_sha(_variant_source(tags="type('T', (), {})()")) != base
+    nested = make_sha(_variant_source(tags="{'a': {1, 2}}"))  # not JSON, but canonical data
+    assert nested not in (base, make_sha(_variant_source(tags="{'a': {1, 3}}")))
+    assert make_sha(_variant_source(tags="{'a': {2, 1}}")) == nested
     assert make_sha(_variant_source(tags="[]")) != base
 
 
