@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import repype.status
+from repype import checks
 from repype.batch import Batch, RunContext
 from repype.task import Task
 
@@ -57,6 +58,9 @@ def batch_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run the inputs on the Dask scheduler at ADDRESS (default: a new local cluster)",
     )
+    parser.add_argument(
+        "--strict", action="store_true", help="configuration warnings are errors: exit 1 and run nothing"
+    )
     return parser
 
 
@@ -74,8 +78,12 @@ def batch_main(argv: Sequence[str], task_cls: type[Task] = Task) -> int:
         batch.load(root)
         candidates = batch.contexts if args.reset else batch.pending
         contexts = select(candidates, args.task, args.task_dir)
+        checked = [] if args.reset else select(batch.contexts, args.task, args.task_dir)
+        findings = checks.batch_findings(checked, args.strict, lambda task: describe(root, task))
     except Exception as error:  # a broken task.yml or pipeline: say which, no traceback
         print(f"repype: {error}", file=sys.stderr)
+        return 1
+    if checks.report(findings, sys.stderr):
         return 1
     if args.reset:
         return reset(contexts)

@@ -338,23 +338,24 @@ class _Walker:
             if attribute in namespace and not attribute.startswith("__"):
                 self.value(self._qualified_name(module.__name__, attribute), namespace[attribute], names)
 
-    def _function(self, function: types.FunctionType) -> None:
-        where = _function_origin(function)
-        if where is STDLIB or not self._first_visit(function):
-            return
+    def _follows(self, item: Any, where: str | None) -> bool:
+        """Whether `item` (from `where`) is user code seen for the first time; records a distribution."""
+        if where is STDLIB or not self._first_visit(item):
+            return False
         if where != USER:
             self._distribution(where)
+            return False
+        return True
+
+    def _function(self, function: types.FunctionType) -> None:
+        if not self._follows(function, _function_origin(function)):
             return
         name = self._qualified_name(function.__globals__.get("__name__"), function.__qualname__)
         self._entry(name, code_fingerprint(function))
         self.references(function)
 
     def _class(self, cls: type) -> None:
-        where = _class_origin(cls)
-        if where is STDLIB or not self._first_visit(cls):
-            return
-        if where != USER:
-            self._distribution(where)
+        if not self._follows(cls, _class_origin(cls)):
             return
         description = self._class_description(cls)
         self._entry(self._qualified_name(_module_name(cls), cls.__qualname__), json.dumps(description, sort_keys=True))
