@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import repype.status
-from repype import checks
+from repype import audit, checks
 from repype.batch import Batch, RunContext
 from repype.task import Task
 
@@ -44,6 +44,14 @@ def batch_parser() -> argparse.ArgumentParser:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--run", action="store_true", help="run the selected pending tasks")
     action.add_argument("--reset", action="store_true", help="reset the selected tasks (asks to confirm)")
+    action.add_argument(
+        "--check-determinism",
+        action="store_true",
+        help="re-run recorded stage executions of the selected tasks and compare their outputs",
+    )
+    parser.add_argument(
+        "--sample", type=float, default=1.0, metavar="FRACTION", help="with --check-determinism: re-run this share"
+    )
     parser.add_argument("--task", action="append", default=[], type=pathlib.Path, help="select this task")
     parser.add_argument(
         "--task-dir", action="append", default=[], type=pathlib.Path, help="select the tasks in this directory"
@@ -85,6 +93,8 @@ def batch_main(argv: Sequence[str], task_cls: type[Task] = Task) -> int:
         return 1
     if checks.report(findings, sys.stderr):
         return 1
+    if args.check_determinism:
+        return audit.audit_command(checked, args.sample, sys.stdout)
     if args.reset:
         return reset(contexts)
     print(f"{len(contexts)} task(s) selected for running")
