@@ -222,6 +222,16 @@ def test_classes_instances_and_default_values_are_followed(modules):
     assert sha(limit=11) != first  # a default value read from a global
 
 
+def test_redefining_a_helper_in_a_notebook_changes_the_sha_of_an_existing_stage():
+    namespace: dict = {}
+    exec(compile(STAGE_MODULE.format(**BASE), "<cell 1>", "exec"), namespace)
+    stage = namespace["Uses"]()
+    before = stage.sha
+    exec(compile("def inner(x):\n    return x * SCALE * 10\n", "<cell 2>", "exec"), namespace)
+    assert stage.sha != before
+    assert stage.signature["closure"]["<exec>.inner"].startswith("code:")  # no source: bytecode
+
+
 def test_code_fingerprints_are_computed_once_per_function(modules, monkeypatch):
     stage = modules(f"uses_{uuid.uuid4().hex}", STAGE_MODULE.format(**BASE)).Uses()
     calls = []
