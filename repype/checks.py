@@ -148,7 +148,9 @@ def unread_findings(task: str, runs: Iterable[InputReads]) -> list[Finding]:
     for entries, reads in runs:
         for stage_id, keys in reads.items():
             section = entries.get(stage_id)
-            unread = set(unread_hyperparameters(section, keys)) if isinstance(section, Mapping) else set()
+            section = section if isinstance(section, Mapping) else {}
+            factors = _automatic_factors(unread_hyperparameters(section, ()))
+            unread = set(unread_hyperparameters(section, keys)) - set(factors)
             previous = unread_by_stage.get(stage_id)
             unread_by_stage[stage_id] = unread if previous is None else previous & unread
             reads_by_stage.setdefault(stage_id, set()).update(keys)
@@ -160,6 +162,17 @@ def unread_findings(task: str, runs: Iterable[InputReads]) -> list[Finding]:
             message = f"stage '{stage_id}' never read the hyperparameter '{key}'{hint}"
             findings.append(Finding(task, "unread-hyperparameter", f"{stage_id}/{key}", message, suggestion))
     return findings
+
+
+def _automatic_factors(paths: Collection[str]) -> list[str]:
+    """The user factors `.../AF_name` of automatic hyperparameters `.../name` (`Pipeline.configure` reads them)."""
+    present = set(paths)
+    factors = []
+    for path in paths:
+        parent, _, name = path.rpartition("/")
+        if name.startswith("AF_") and "/".join(filter(None, [parent, name[3:]])) in present:
+            factors.append(path)
+    return factors
 
 
 def task_findings(

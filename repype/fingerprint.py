@@ -200,7 +200,10 @@ def _origin(module_name: str, file: str) -> str | None:
 
 
 def _is_below(file: str, directory: str) -> bool:
-    return os.path.commonpath([os.path.abspath(file), directory]) == directory
+    try:
+        return os.path.commonpath([os.path.abspath(file), directory]) == directory
+    except ValueError:  # on different drives
+        return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -319,8 +322,9 @@ class _Walker:
             self.value(name, value.__func__, names)
         elif isinstance(value, functools.partial):
             self.value(f"{name}.<partial>", [value.func, value.args, value.keywords], names)
-        elif callable(value) and hasattr(value, "__wrapped__") and not isinstance(value, type):
-            self.value(name, value.__wrapped__, names)  # functools.wraps-style decorators, lru_cache
+        elif callable(value) and "__wrapped__" in getattr(value, "__dict__", {}):  # lru_cache, wraps
+            if self._first_visit(value):
+                self.value(name, value.__dict__["__wrapped__"], names)
         elif isinstance(value, types.BuiltinFunctionType):
             self._external(getattr(value, "__module__", None))
         else:
@@ -428,11 +432,13 @@ def as_json(value: Any) -> Any:
 
 
 def function_of(member: Any) -> types.FunctionType | None:
-    """The function behind a class member (plain, static or class method, property getter), or None."""
+    """The function behind a class member (plain, static or class method, property getter, cached property)."""
     if isinstance(member, staticmethod | classmethod):
         member = member.__func__
     elif isinstance(member, property):
         member = member.fget
+    elif isinstance(member, functools.cached_property):
+        member = member.func
     return member if isinstance(member, types.FunctionType) else None
 
 

@@ -88,6 +88,12 @@ def test_unread_findings_across_inputs():
     assert "stage 'segment' never read the hyperparameter 'treshold' (did you mean 'threshold'?)" in finding.message
 
 
+def test_unread_findings_leave_out_the_user_factors_of_automatic_hyperparameters():
+    entries = {"segment": {"threshold": 0.5, "AF_threshold": 2, "AF_orphan": 1, "sub": {"size": 3, "AF_size": 1}}}
+    findings = checks.unread_findings("t", [(entries, {"segment": {"threshold", "sub/size"}})])
+    assert [finding.key for finding in findings] == ["segment/AF_orphan"]
+
+
 def test_tracked_config_records_every_kind_of_read():
     entries = {"a": 1, "sub": {"b": 2, "c": 3}, "d": None}
     config = TrackedConfig(entries)

@@ -688,10 +688,13 @@ def test_sha_changes_with_staticmethod_and_property(make_sha):
     template = (
         "\n    @staticmethod\n    def helper():\n        return {}\n"
         "\n    @property\n    def value(self):\n        return {}\n"
+        "\n    @functools.cached_property\n    def cached(self):\n        return {}\n"
     )
-    base = make_sha(_variant_source() + template.format(1, 1))
-    assert make_sha(_variant_source() + template.format(2, 1)) != base
-    assert make_sha(_variant_source() + template.format(1, 2)) != base
+    source = "import functools\n" + _variant_source()
+    base = make_sha(source + template.format(1, 1, 1))
+    assert make_sha(source + template.format(2, 1, 1)) != base
+    assert make_sha(source + template.format(1, 2, 1)) != base
+    assert make_sha(source + template.format(1, 1, 2)) != base
 
 
 def test_sha_changes_with_inputs_outputs_and_id(make_sha):
