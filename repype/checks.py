@@ -201,7 +201,9 @@ def task_findings(
     return findings
 
 
-def batch_findings(contexts: Iterable[Any], strict: bool = False, name: Callable[[Any], str] | None = None) -> list:
+def batch_findings(
+    contexts: Iterable[Any], strict: bool = False, name: Callable[[Any], str] | None = None
+) -> list[Finding]:
     """:func:`task_findings` of every run context (`repype.batch.RunContext`), in order, each finding once."""
     findings = (
         finding
