@@ -13,18 +13,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
-KNOWN_SPEC_KEYS = (
-    "runnable",
-    "pipeline",
-    "config",
-    "base_config_path",
-    "scopes",
-    "input_ids",
-    "marginal_stages",
-    "store",
-    "storage_options",
-    "strict",
-)
+from repype.spec import SPEC_KEYS
+
+KNOWN_SPEC_KEYS = tuple(SPEC_KEYS)
 """The spec keys repype reads. A `Task` subclass may name its own in a class attribute `extra_spec_keys`."""
 
 
@@ -102,12 +93,8 @@ def config_section_findings(task: str, sections: Iterable[str], stage_ids: Seque
     return findings
 
 
-def input_ids_findings(task: str, decode: Callable[[], list]) -> list[Finding]:
-    """An error when the task's input ids (as `decode()` returns them) are empty or invalid."""
-    try:
-        input_ids = decode()
-    except ValueError as error:
-        return [Finding(task, "input-ids", "input_ids", f"invalid input_ids: {error}", error=True)]
+def input_ids_findings(task: str, input_ids: Sequence[Any]) -> list[Finding]:
+    """An error when a runnable task's input ids are empty."""
     if input_ids:
         return []
     message = "runnable, but it has no input ids (spec key 'input_ids')"
@@ -195,7 +182,7 @@ def task_findings(
     for finding in config_section_findings(name(task), config.entries.keys(), stage_ids):
         owner = _declaring(task, finding.key, within="config")
         findings.append(replace(finding, task=name(owner)))
-    findings += input_ids_findings(name(task), lambda: task.input_ids)
+    findings += input_ids_findings(name(task), task.input_ids)  # invalid ones raise ValueError naming the task
     if strict or spec.get("strict", False):
         findings = [replace(finding, error=True) for finding in findings]
     return findings
@@ -225,12 +212,20 @@ def _declaring(task: Any, key: str, within: str | None = None) -> Any:
     return task
 
 
-def report(findings: Iterable[Finding], stream: IO[str]) -> bool:
-    """Prints each finding on one line of `stream`; returns whether any is an error."""
-    errors = 0
+class ConfigurationError(ValueError):
+    """Tasks' configurations have errors (see :func:`report`): nothing may run."""
+
+
+def report(findings: Iterable[Finding], stream: IO[str]) -> None:
+    """Prints each warning on one line of `stream`; raises :class:`ConfigurationError` listing the errors, if any.
+
+    The error's text holds one line per error (the command line prints it after `repype: `).
+    """
+    errors = []
     for finding in findings:
-        print(f"repype: {finding}", file=stream)
-        errors += finding.error
+        if finding.error:
+            errors.append(str(finding))
+        else:
+            print(f"repype: {finding}", file=stream)
     if errors:
-        print(f"repype: {errors} error(s); nothing was run", file=stream)
-    return bool(errors)
+        raise ConfigurationError("\nrepype: ".join(errors))

@@ -368,7 +368,7 @@ def test_editing_count_components_reruns_measure_only(tmp_path, monkeypatch):
         batch = Batch()
         batch.load(root)
         events: list[dict] = []
-        status = Status(tmp_path / "journal.jsonl")
+        status = Status(path=tmp_path / "journal.jsonl")
         status.subscribe(events.append)
         for context in batch.pending:
             context.run(status=status)

@@ -6,8 +6,7 @@ from typing import Any
 
 from repype.store.codecs import ValueRef
 from repype.store.errors import StoreError
-
-InputID = int | str
+from repype.typing import InputID
 
 
 class TaskView:
