@@ -25,7 +25,7 @@ import dill
 import repype.store
 from repype.config import Config, TrackedConfig
 from repype.pipeline import Pipeline, StageError
-from repype.stage import Stage
+from repype.stage import Stage, signature_sha
 from repype.store import IntegrityError, SerializationError, Store
 from repype.store.keys import stage_key
 from repype.typing import InputID
@@ -133,8 +133,9 @@ class InputRunner:
         stage_config = self.stage_config(run, stage)
         digests = {name: run.refs[name]["digest"] for name in sorted(stage.inputs)}
         extra = stage.key_material(self.pipeline, run.input_id, stage_config)
-        distributions = stage.signature["distributions"]
-        return stage_key(stage.sha, stage_config.entries, digests, extra=extra, distributions=distributions)
+        signature = stage.signature  # computed once: it walks the code the stage reaches
+        sha, distributions = signature_sha(signature), signature["distributions"]
+        return stage_key(sha, stage_config.entries, digests, extra=extra, distributions=distributions)
 
     def advance_recorded(self, runs: Iterable[InputRun]) -> None:
         """Adopt recorded stage executions for every run, as far as the store has them.

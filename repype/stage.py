@@ -225,9 +225,8 @@ class Stage:
 
     @property
     def sha(self) -> str:
-        """SHA-1 hex digest of :attr:`signature`."""
-        text = json.dumps(self.signature, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+        """SHA-1 hex digest of :attr:`signature` (see :func:`signature_sha`)."""
+        return signature_sha(self.signature)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.signature == self.signature
@@ -237,3 +236,9 @@ class Stage:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} '{self.id}'>"
+
+
+def signature_sha(signature: dict[str, Any]) -> str:
+    """SHA-1 hex digest of a stage's :attr:`Stage.signature`: what `Stage.sha` is, for a signature already at hand."""
+    text = json.dumps(signature, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()

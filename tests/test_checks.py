@@ -212,6 +212,14 @@ def test_run_reports_hyperparameters_no_stage_read(tmp_path):
     assert task.findings == []  # everything reused: no stage ran, nothing to say
 
 
+def test_unread_hyperparameters_travel_back_from_worker_processes(tmp_path):
+    root = tree(tmp_path / "t")
+    task = Task(root / "b", {"runnable": True, "config": {"scale": {"factr": 2.0}}})
+    task.parent = Task(root, {"pipeline": PIPELINE, "input_ids": [1, 2], "config": {"load": {"size": 8}}})
+    task.run(task.create_config(), executor=2)
+    assert [(finding.key, finding.suggestion) for finding in task.findings] == [("scale/factr", "factor")]
+
+
 def test_cli_run_prints_unread_hyperparameters(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("REPYPE_CLI_INTERMEDIATE", "0")
     root = tree(tmp_path / "t", a={"config": {"threshold": {"treshold": 0.9}}})
