@@ -383,6 +383,10 @@ def test_editing_count_components_reruns_measure_only(tmp_path, monkeypatch):
     edited = source.replace("return len({find(label) for label in parent})", "return len({find(n) for n in parent})")
     assert edited != source
     stages.write_text(edited)
+    sys.modules.pop("blobstages", None)
+    batch = Batch()
+    batch.load(root)
+    assert [context.pending for context in batch.pending] == ["pipeline"] * 6  # measure's sha changed
     second = run_tree()
     assert len(second) == 6 * 2  # every task is pending again, every input runs
     for event in second:
