@@ -30,14 +30,18 @@ CONCURRENCY = 32
 """Store requests in flight at once in bulk operations."""
 
 S3_DEFAULTS = {
-    "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 8, "retries": {"mode": "standard", "max_attempts": 3}},
     "max_concurrency": 1,
     "use_listings_cache": False,
+    "retries": 1,
 }
-"""S3 options unless the user sets their own: bounded timeouts and retries, so an unreachable
-endpoint fails fast; no split of single reads into concurrent ranges, which costs every read an
-extra HEAD request (chunks are about 1 MB and zarr already reads them concurrently); no cached
-listings, which would hide what other processes wrote since (gc relies on fresh listings)."""
+"""S3 options unless the user sets their own (`config_kwargs` entries one by one): bounded
+timeouts and retries, so that an unreachable or hung endpoint fails a request within about 25 s
+(botocore's 3 attempts of at most 8 s retry transient errors and throttling; `retries`, s3fs's
+own count of attempts, is 1 because s3fs nests its retries, which multiplies the wait);
+no split of single reads into concurrent ranges, which costs every read an extra HEAD request
+(chunks are about 1 MB and zarr already reads them concurrently); no cached listings, which would
+hide what other processes wrote since (gc relies on fresh listings)."""
 
 _INSTALL_HINTS = {"s3": "pip install 'repype[s3]'", "gs": "pip install gcsfs", "az": "pip install adlfs"}
 
@@ -88,11 +92,16 @@ class Backend:
             return LocalStore(path, read_only=read_only)
         protocol = url.split("://", 1)[0]
         options = dict(storage_options or {})
+        retries = None
         if protocol in ("s3", "s3a"):
-            for name, value in S3_DEFAULTS.items():
-                options.setdefault(name, value)
+            options = {**S3_DEFAULTS, **options}
+            options["config_kwargs"] = {**S3_DEFAULTS["config_kwargs"], **(options["config_kwargs"] or {})}
+            retries = options.pop("retries")  # an attribute of s3fs's filesystem, not an option it takes
         try:
-            return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+            store = FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+            if retries is not None:
+                store.fs.retries = retries
+            return store
         except ImportError as error:
             hint = _INSTALL_HINTS.get(protocol, "install the fsspec implementation of this protocol")
             raise StoreUnavailableError(f"store {self.display_url}: {error} ({hint})") from None
