@@ -81,8 +81,8 @@ def write_repype(url: str, data: dict) -> None:
         refs = {name: store.put_value(value, name) for name, value in fields.items()}
         key = stage_key(STAGE_SHA, {}, {"input_id": refs["input_id"]["digest"]})
         store.put_record(key, {name: refs[name] for name in fields if name != "input_id"}, 0.1, stage="measure")
-        inputs.append([input_id, refs])
-    store.put_manifest(TASK, {"inputs": inputs, "config": {}, "stages": {"measure": STAGE_SHA}, "times": []})
+        inputs.append(repype.store.InputEntry(input_id, refs, {"measure": 0.1}, [key]))
+    store.put_manifest(TASK, repype.store.Manifest({}, {}, {"measure": STAGE_SHA}, inputs))
 
 
 def load_in_subprocess(kind: str, path: pathlib.Path, input_id: int, trace: bool) -> dict:

@@ -33,3 +33,11 @@ class PickleRefusedError(StoreError):
 
 class KeyMaterialError(StoreError):
     """A hyperparameter or key material value has no canonical form, so no stable key exists."""
+
+
+class StoreFormatError(StoreError):
+    """The store was written in a format this version of repype cannot write (or read)."""
+
+
+class IntegrityWarning(UserWarning):
+    """A damaged stage record was ignored: it is treated as missing, so its stage runs again and replaces it."""
