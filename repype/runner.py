@@ -84,7 +84,8 @@ class InputRunner:
         marginal_fields: Fields whose values are never written to the store (their digests are).
         context: A label for error messages, usually the task path.
         status: Status object for progress events.
-        quiet: Fire no `skip` callbacks for reused or disabled stages (for planning only).
+        quiet: Fire no `skip` callbacks for reused or disabled stages and report no damaged
+            records (for planning only: the run reports them).
     """
 
     def __init__(
@@ -145,7 +146,7 @@ class InputRunner:
                 self._skip_disabled(run)
                 if run.next_stage < len(self.pipeline.stages):
                     keyed[self.key(run, self.pipeline.stages[run.next_stage])] = run
-            records = self.store.get_records(list(keyed)) if keyed else {}
+            records = self.store.get_records(list(keyed), report_damage=not self.quiet) if keyed else {}
             pending = []
             for key, run in keyed.items():
                 if key in records:

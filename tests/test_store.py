@@ -686,6 +686,7 @@ def test_record_is_overwritten_and_deleted(open_store):
 
 # --- manifests and refs --------------------------------------------------------------------------
 
+
 def a_manifest(inputs: dict | None = None, **parts) -> rs.Manifest:
     """A typed manifest: `inputs` maps input ids to field references; `parts` set spec, config, stages."""
     entries = [rs.InputEntry(input_id, refs) for input_id, refs in (inputs or {}).items()]

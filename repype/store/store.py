@@ -190,11 +190,12 @@ class Store:
         """The record of `key`, or None (also when it is damaged, see :meth:`get_records`)."""
         return self.get_records([key]).get(key)
 
-    def get_records(self, keys: Iterable[str]) -> dict[str, Record]:
+    def get_records(self, keys: Iterable[str], report_damage: bool = True) -> dict[str, Record]:
         """The records of those `keys` that exist, fetched concurrently.
 
         A damaged record counts as missing, so its stage runs again and replaces it; each is
-        reported once per store object with an :class:`IntegrityWarning` naming its key.
+        reported once per store object with an :class:`IntegrityWarning` naming its key
+        (unless `report_damage` is False: a plan that runs nothing leaves that to the run).
         """
         keys = list(dict.fromkeys(keys))
         found = {key: self._records[key] for key in keys if key in self._records}
@@ -207,7 +208,8 @@ class Store:
                     try:
                         found[key] = manifests.parse_record(key, raw)
                     except IntegrityError as error:
-                        self._report_damaged_record(key, error)
+                        if report_damage:
+                            self._report_damaged_record(key, error)
             with self._lock:
                 self._records.update((key, found[key]) for key in missing if key in found)
         return found
