@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -128,3 +130,22 @@ def test_opening_a_task_and_loading_one_field_reads_the_same_keys_at_any_size(tm
     ]
     header_bytes = (tmp_path / "store" / layout.metadata_key(layout.manifest_path(digest))).stat().st_size
     assert header_bytes < 2000 + 8 * size  # spec, config and stage hashes, plus the input ids
+
+
+LIGHT_LOAD = """
+import sys
+import repype.store
+store = repype.store.open(sys.argv[1], mode="r")
+assert store.tasks() == ["big"]
+assert store.task("big").field(7, "v") == [7, (1, 2)]
+print(sorted(name for name in ("zarr", "numcodecs", "dill") if name in sys.modules))
+"""
+
+
+def test_listing_tasks_and_reading_a_json_field_import_neither_zarr_nor_numcodecs(tmp_path):
+    repype.store.open(tmp_path / "store").put_manifest("big", a_manifest(list(range(10))))
+    completed = subprocess.run(
+        [sys.executable, "-c", LIGHT_LOAD, str(tmp_path / "store")], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"

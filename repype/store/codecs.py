@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import dill
 import numpy as np
 import xxhash
 
@@ -157,6 +156,8 @@ def encode(value: Any, field_name: str = "") -> Encoded:
             document = canonical(value)
             if _exactly_equal(from_canonical(document), value):
                 return _encode_text("tagged", document)
+    import dill  # imported when first needed: most values are arrays or JSON
+
     try:
         return _encode_bytes("pickle", dill.dumps(value))
     except Exception as error:
@@ -260,6 +261,8 @@ def decode(ref: ValueRef, payload: np.ndarray, allow_pickle: bool, refuse: Calla
     if codec == "pickle":
         if not allow_pickle:
             raise refuse()
+        import dill
+
         return dill.loads(data)
     custom = codec_named(codec)
     if custom is None:
