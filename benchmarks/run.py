@@ -24,6 +24,8 @@ HEADLINE_KEYS = (
     "store_speedup_vs_pickle",
     "store_overhead_vs_zarr",
     "load_field_speedup_vs_pickle",
+    "load_tiny_speedup_vs_pickle",
+    "load_flatness",
     "sweep_stage_runs_ratio",
     "s3_small_records_speedup",
     "hash_share_of_store",
