@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -314,3 +315,107 @@ def test_task_load_can_refuse_pickles(tmp_path):
         view.field(1, "ratio", allow_pickle=False)
     with pytest.raises(repype.store.PickleRefusedError):
         view.load(allow_pickle=False)
+
+
+# --- the catalogue in docs/reliability.md -------------------------------------------------------------
+
+CATALOGUE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+
+
+def catalogue() -> dict[str, str]:
+    """Fault id → the first message in backticks of its row in docs/reliability.md."""
+    rows = {}
+    for line in CATALOGUE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"[a-z][a-z-]*", cells[0]) and cells[0] != "id":
+            rows[cells[0]] = re.search(r"`([^`]+)`", cells[2]).group(1)
+    return rows
+
+
+def as_pattern(message: str) -> str:
+    """The documented message as a regex: `<placeholder>` is any word, `...` is anything."""
+    pattern = re.escape(message)
+    pattern = re.sub(r"<[a-z]+>", r"\\S+", pattern)
+    return pattern.replace(re.escape("..."), ".*")
+
+
+def committed_tree(tmp_path: pathlib.Path) -> dict:
+    tasks = tree(tmp_path)
+    run(tasks[""])
+    run(tasks["child"])
+    repype.runner._OPEN_STORES.clear()
+    return tasks
+
+
+def raised(error_type, action) -> str:
+    with pytest.raises(error_type) as error:
+        action()
+    return f"{type(error.value).__name__}: {error.value}"
+
+
+def damaged_record(tmp_path):
+    tasks = committed_tree(tmp_path)
+    key = record_of_stage(store_of(tasks), "load")
+    node_file(tasks, layout.record_path(key)).write_bytes(GARBAGE)
+    repype.runner._OPEN_STORES.clear()
+    with pytest.warns(IntegrityWarning) as caught:
+        run(tasks[""])
+    return "\n".join(f"{w.category.__name__}: {w.message}" for w in caught)
+
+
+def damaged_ref(tmp_path):
+    tasks = committed_tree(tmp_path)
+    node_file(tasks, layout.ref_path("child")).write_bytes(GARBAGE)
+    return raised(IntegrityError, repype.store.open(tasks[""].store_url, mode="r").tasks)
+
+
+def damaged_manifest(tmp_path, remove=False):
+    tasks = committed_tree(tmp_path)
+    store = repype.store.open(tasks[""].store_url, mode="r")
+    header = node_file(tasks, layout.manifest_path(store.ref_target("child")))
+    shutil.rmtree(header.parent) if remove else header.write_bytes(header.read_bytes().replace(b"0.1", b"0.2"))
+    return raised(IntegrityError, lambda: store.task("child"))
+
+
+def damaged_shard(tmp_path):
+    tasks = committed_tree(tmp_path)
+    store = repype.store.open(tasks[""].store_url, mode="r")
+    node_file(tasks, layout.shard_path(store.ref_target("child"), 0)).write_bytes(GARBAGE)
+    return raised(IntegrityError, lambda: store.task("child").field(1, "summary"))
+
+
+def newer_format(tmp_path, mode):
+    store_path = tmp_path / "store"
+    repype.store.open(store_path)
+    set_root(store_path, format=99)
+    return raised(StoreFormatError, lambda: repype.store.open(store_path, mode=mode))
+
+
+def pickle_refused(tmp_path):
+    from repype.batch import Batch
+
+    shutil.copytree(DATA / "format1", tmp_path / "format1")
+    task = Batch().task(tmp_path / "format1")
+    return raised(repype.store.PickleRefusedError, lambda: task.load(allow_pickle=False))
+
+
+SCENARIOS = {
+    "damaged-record": damaged_record,
+    "damaged-ref": damaged_ref,
+    "damaged-manifest": damaged_manifest,
+    "missing-manifest": lambda tmp_path: damaged_manifest(tmp_path, remove=True),
+    "damaged-shard": damaged_shard,
+    "newer-format-write": lambda tmp_path: newer_format(tmp_path, "a"),
+    "newer-format-read": lambda tmp_path: newer_format(tmp_path, "r"),
+    "pickle-refused": pickle_refused,
+}
+
+
+def test_the_catalogue_lists_every_scenario():
+    assert set(catalogue()) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("fault", sorted(SCENARIOS))
+def test_the_catalogue_matches_what_users_see(tmp_path, fresh_process, fault):
+    seen = SCENARIOS[fault](tmp_path)
+    assert re.search(as_pattern(catalogue()[fault]), seen), (catalogue()[fault], seen)
