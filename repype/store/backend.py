@@ -12,7 +12,6 @@ opening an array, so that listing tasks or reading a JSON field does not pay for
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import urllib.parse
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from repype.store.errors import ReadOnlyError, StoreError, StoreMissingError, StoreUnavailableError
 
 if TYPE_CHECKING:
+    import asyncio
+
     import zarr
     from zarr.abc.store import Store as ZarrStore
 
@@ -145,12 +146,16 @@ class Backend:
             raise ReadOnlyError(f"store {self.display_url} is open read-only")
 
     async def _limited(self, job: Callable[[], Awaitable[T]]) -> T:
+        import asyncio  # imported here, like zarr, so that reading a local store does not pay for it
+
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(CONCURRENCY)
         async with self._semaphore:
             return await job()
 
     async def _gather(self, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+        import asyncio
+
         return await asyncio.gather(*(self._limited(job) for job in jobs))
 
     # --- reads -------------------------------------------------------------------------------
