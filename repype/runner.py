@@ -236,7 +236,7 @@ class InputRunner:
         for name in sorted(stage.outputs):
             value = run.values[name]
             if name in self.marginal_fields:
-                outputs[name] = self.store.describe(value, field=name)
+                outputs[name] = _digest_only(self.store.describe(value, field=name))
             else:
                 outputs[name] = self._put(run, name, value)
             run.producers[name] = stage
@@ -295,6 +295,13 @@ class InputRunner:
 
     def _context(self, run: InputRun, name: str) -> dict[str, Any]:
         return {"task": self.context, "input": run.input_id, "field": name}
+
+
+def _digest_only(ref: ValueRef) -> ValueRef:
+    """A marginal output's reference without a packed array in it: marginal values are never stored."""
+    if "packed" not in ref:
+        return ref
+    return {**{key: value for key, value in ref.items() if key != "packed"}, "stored": False}
 
 
 def progress_event(run: InputRun) -> Mapping[str, Any]:

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def where(context: dict[str, Any] | None) -> str:
+    """`task ..., input ..., field ...: ` for messages, from what the caller knows."""
+    if not context:
+        return ""
+    parts = [f"{name} {context[name]!r}" for name in ("task", "input", "field") if context.get(name) is not None]
+    return ", ".join(parts) + ": " if parts else ""
+
 
 class StoreError(Exception):
     """Something went wrong in the store."""

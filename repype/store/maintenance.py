@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repype.store import blobs, layout, manifests
+from repype.store import blobs, codecs, layout, manifests
 from repype.store.backend import Backend
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
@@ -142,7 +142,7 @@ def unreadable_ref_name(path: str) -> str:
 
 def stored_digests(refs: Iterable[ValueRef]) -> set[str]:
     """Digests of the blobs that `refs` point at (inline values have none)."""
-    return {ref["digest"] for ref in refs if ref.get("stored") and "value" not in ref}
+    return {ref["digest"] for ref in refs if ref.get("stored") and not codecs.is_inline(ref)}
 
 
 def manifest_refs(manifest: Manifest) -> list[ValueRef]:

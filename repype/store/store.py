@@ -19,6 +19,7 @@ from repype.store.errors import (
     StoreError,
     StoreFormatError,
     StoreMissingError,
+    where,
 )
 from repype.store.manifests import InputEntry, InputID, Manifest, ManifestHeader, Record, Ref
 
@@ -42,10 +43,16 @@ class Store:
     """
 
     def __init__(
-        self, backend: Backend, allow_pickle: bool = True, compressor: Any = "zstd", format: int = layout.FORMAT_VERSION
+        self,
+        backend: Backend,
+        allow_pickle: bool = True,
+        compressor: Any = "zstd",
+        format: int = layout.FORMAT_VERSION,
+        pack_limit: int | None = None,
     ) -> None:
         self.backend = backend
         self.allow_pickle = allow_pickle
+        self.pack_limit = pack_limit
         self.format = format
         self._compressor = compressor
         self._compressors: Any = None
@@ -101,7 +108,7 @@ class Store:
 
         Small JSON values are held in the reference itself (`stored` is then True).
         """
-        return codecs.encode(value, field).ref
+        return codecs.encode(value, field, self.pack_limit).ref
 
     def put_value(self, value: Any, field: str = "", rewrite: bool = False) -> ValueRef:
         """Stores `value` (once per content) and returns its reference.
@@ -109,7 +116,7 @@ class Store:
         `rewrite` writes it even when a blob of that digest exists (to repair a damaged one).
         Raises :class:`SerializationError` naming `field` when the value cannot be stored.
         """
-        encoded = codecs.encode(value, field)
+        encoded = codecs.encode(value, field, self.pack_limit)
         ref = dict(encoded.ref)
         if encoded.array is None:
             return ref
@@ -152,11 +159,14 @@ class Store:
         raises :class:`PickleRefusedError` when the store was opened with `allow_pickle=False`
         or this call says `allow_pickle=False` (None: as the store was opened).
         """
-        if "value" in ref:
-            return codecs.inline_value(ref)
+        if codecs.is_inline(ref):
+            try:
+                return codecs.inline_value(ref)
+            except IntegrityError as error:
+                raise IntegrityError(f"{where(context)}{error}") from None
         blobs = _blobs()
         if not ref.get("stored", False):
-            raise StoreError(f"{blobs.where(context)}value {ref['digest']} was never stored")
+            raise StoreError(f"{where(context)}value {ref['digest']} was never stored")
         if lazy and ref["codec"] == "ndarray" and ref.get("layout") == "native":
             return blobs.lazy_array(self.backend, ref, context)
         payload = blobs.read_payload(self.backend, ref, context)
@@ -165,7 +175,7 @@ class Store:
         def refuse() -> Exception:
             opened = "this store (opened with allow_pickle=False)" if not self.allow_pickle else "this load"
             return PickleRefusedError(
-                f"{blobs.where(context)}value {ref['digest']} is a pickle, which {opened} refuses to load"
+                f"{where(context)}value {ref['digest']} is a pickle, which {opened} refuses to load"
             )
 
         return codecs.decode(ref, payload, pickles, refuse)
@@ -404,6 +414,7 @@ def open(
     mode: str = "a",
     allow_pickle: bool = True,
     compressor: Any = "zstd",
+    pack_limit: int | None = None,
 ) -> Store:
     """Opens the store at `url` (a local path or any fsspec URL; default `.repype`).
 
@@ -412,8 +423,12 @@ def open(
     `compressor` (`'zstd'`, `'zstd:<level>'`, `'blosc-lz4'`, `'none'` or a Zarr codec) applies to
     values written through this object. With `allow_pickle=False`, pickled values are refused.
     `storage_options` go to the fsspec filesystem; they are ignored for local paths.
-    A store of a newer format than this code writes raises :class:`StoreFormatError` in mode
-    `'a'`, and in mode `'r'` too unless the store says that this code can read it.
+    With a `pack_limit` (e.g. :data:`repype.store.codecs.PACK_LIMIT`), arrays of at most that
+    many bytes written through this object are packed into stage records and manifests instead
+    of being Zarr arrays (no object per tiny value; they load eagerly, without zarr; keys and
+    digests are the same either way). A store of a newer format than this code writes raises
+    :class:`StoreFormatError` in mode `'a'`, and in mode `'r'` too unless the store says that
+    this code can read it.
     """
     if mode not in ("r", "a"):
         raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -431,7 +446,7 @@ def open(
         found = layout.FORMAT_VERSION
     else:
         found = _check_format(backend, root, mode)
-    store = Store(backend, allow_pickle=allow_pickle, compressor=compressor, format=found)
+    store = Store(backend, allow_pickle=allow_pickle, compressor=compressor, format=found, pack_limit=pack_limit)
     if mode == "a":
         store.compressors  # noqa: B018 -- an unknown compressor fails here, not at the first write
     return store
