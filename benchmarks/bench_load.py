@@ -8,7 +8,8 @@ user waiting for a notebook cell or a script pays.
 Two tasks:
 
 * tiny inputs (N = 10 ... 10,000): each input holds a 16-float array and a small dict; repype
-  loads the dict (`summary`, JSON) and, in a second column, the array (`signal`, a Zarr array);
+  loads the dict (`summary`, JSON) and, in a second column, the array (`signal`, a Zarr array),
+  and in a third the array from a store that packs tiny arrays (`pack_limit`);
 * image inputs (N = 10 ... 1,000): each input also holds a 128x128 float32 image (64 KiB), so the
   pickle grows with N; repype loads a 32-bin histogram.
 
@@ -17,7 +18,8 @@ repype's load is `repype.store.open(path, mode='r').task(name).field(id, name)`;
 
 Headlines: `load_field_speedup_vs_pickle` (pickle / repype, image task, largest N),
 `load_tiny_speedup_vs_pickle` (the same for the tiny task's JSON field at the largest N) and
-`load_flatness` (repype's tiny-task load at the largest N over N = 10: 1.0 is perfectly flat).
+`load_flatness` (repype's tiny-task load at the largest N over N = 10: 1.0 is perfectly flat) and
+`load_packed_array_speedup_vs_pickle` (the packed array field at the largest N).
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ def image_input(input_id: int) -> dict:
     return {"input_id": input_id, "image": image, "histogram": histogram, "summary": common.small_dict(input_id)}
 
 
-def write_repype(url: str, data: dict) -> None:
+def write_repype(url: str, data: dict, pack_limit: int | None = None) -> None:
     """Every value, then the manifest and ref, as a task's commit writes them."""
-    store = repype.store.open(url)
+    store = repype.store.open(url, pack_limit=pack_limit)
     entries = [
         repype.store.InputEntry(input_id, {name: store.put_value(value, name) for name, value in fields.items()})
         for input_id, fields in data.items()
@@ -154,14 +156,18 @@ def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
             "N",
             "repype JSON field s",
             "repype array field s",
+            "packed array field s",
             "pickle s",
             "speedup (JSON)",
             "speedup (array)",
+            "speedup (packed)",
             "repype RSS MiB",
             "pickle RSS MiB",
             "header KiB",
             "pickle KiB",
             "store files",
+            "packed store files",
+            "packed store KiB",
         ],
     )
     cases: dict[Any, Case] = {}
@@ -170,42 +176,54 @@ def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
     for n in sizes:
         data = {input_id: tiny_input(input_id) for input_id in range(1, n + 1)}
         store_path, pickle_path = tmp / f"tiny-store-{n}", tmp / f"tiny-{n}.pkl.gz"
+        packed_path = tmp / f"tiny-packed-{n}"
         write_repype(str(store_path), data)
+        write_repype(str(packed_path), data, pack_limit=repype.store.codecs.PACK_LIMIT)
         PickleTask(pickle_path).store(data)
         target = n // 2 + 1
         expected[n] = repr(data[target]["summary"])[:200]
-        files[n] = (store_path, pickle_path)
+        files[n] = (store_path, pickle_path, packed_path)
         cases[n, "json"] = ("repype", store_path, target, "summary")
         cases[n, "array"] = ("repype", store_path, target, "signal")
+        cases[n, "packed"] = ("repype", packed_path, target, "signal")
         cases[n, "pickle"] = ("pickle", pickle_path, target, "summary")
     results = measure_all(cases, repeat)
     times = {}
     for n in sizes:
-        json_load, array_load, pickle_load = (results[n, kind] for kind in ("json", "array", "pickle"))
+        json_load, array_load, packed_load, pickle_load = (
+            results[n, kind] for kind in ("json", "array", "packed", "pickle")
+        )
         assert json_load["digest"] == pickle_load["digest"] == expected[n]
-        times[n] = (json_load["seconds"], pickle_load["seconds"])
-        store_path, pickle_path = files[n]
+        assert array_load["digest"] == packed_load["digest"]
+        times[n] = (json_load["seconds"], pickle_load["seconds"], packed_load["seconds"])
+        store_path, pickle_path, packed_path = files[n]
         table.add(
             n,
             json_load["seconds"],
             array_load["seconds"],
+            packed_load["seconds"],
             pickle_load["seconds"],
             ratio(pickle_load["seconds"], json_load["seconds"]),
             ratio(pickle_load["seconds"], array_load["seconds"]),
+            ratio(pickle_load["seconds"], packed_load["seconds"]),
             json_load["rss_mib"],
             pickle_load["rss_mib"],
             header_kib(store_path),
             common.dir_bytes(pickle_path) / 1024,
             store_files(store_path),
+            store_files(packed_path),
+            common.dir_bytes(packed_path) / 1024,
         )
     largest, smallest = max(sizes), min(sizes)
     headlines = {
         "load_tiny_speedup_vs_pickle": ratio(times[largest][1], times[largest][0]),
         "load_flatness": ratio(times[largest][0], times[smallest][0]),
+        "load_packed_array_speedup_vs_pickle": ratio(times[largest][1], times[largest][2]),
     }
     table.notes += [
         f"median of {max(1, repeat)} processes, every case once per round; speedup = pickle / repype; "
-        "the JSON field needs no zarr import.",
+        "the JSON field needs no zarr import; 'packed' = a store opened with "
+        "pack_limit=PACK_LIMIT, whose tiny arrays live in the manifest (no zarr import either).",
         f"load_tiny_speedup_vs_pickle at N={largest}: {headlines['load_tiny_speedup_vs_pickle']}; "
         f"load_flatness (repype at N={largest} / N={smallest}): {headlines['load_flatness']}",
     ]

@@ -26,6 +26,7 @@ HEADLINE_KEYS = (
     "load_field_speedup_vs_pickle",
     "load_tiny_speedup_vs_pickle",
     "load_flatness",
+    "load_packed_array_speedup_vs_pickle",
     "sweep_stage_runs_ratio",
     "s3_small_records_speedup",
     "hash_share_of_store",
