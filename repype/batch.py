@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import os
 import pathlib
 import sys
 import traceback
@@ -54,17 +56,48 @@ def run_task_process(exit_code, payload: bytes) -> None:
     context, status, sys_path, executor = dill.loads(payload)
     sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     try:
-        context.run(status=status, executor=executor)
-        exit_code.send(0)
+        context.run(status=status, executor=executor, return_data=False)  # nobody receives the data here
+        code = 0
     except BaseException as error:
+        stage_error = error if isinstance(error, StageError) else None
         repype.status.update(
             status,
             info="error",
             task=str(context.task.path.resolve()),
-            traceback=traceback.format_exc(),
-            stage=error.stage.id if isinstance(error, StageError) else None,
+            message=str(error) or type(error).__name__,
+            traceback=stage_error.stage_traceback if stage_error else traceback.format_exc(),
+            stage=stage_error.stage.id if stage_error else None,
+            input_id=stage_error.input_id if stage_error else None,
         )
-        exit_code.send(1)
+        code = 1
+    with contextlib.suppress(OSError):  # the batch that started this process is gone
+        exit_code.send(code)
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    """Terminates `process`, and kills it when it has not ended after one second."""
+    if process.exitcode is not None:
+        return
+    process.terminate()
+    process.join(1)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+
+
+def _check_no_gap(root: pathlib.Path, directory: pathlib.Path) -> None:
+    """Raises `ValueError` when a folder above the task at `directory` (within `root`) has a `task.yml`.
+
+    The task has no parent, so the folder right above it has no `task.yml`.
+    """
+    for ancestor in directory.parents:
+        if ancestor == root.parent:
+            return
+        if (ancestor / "task.yml").is_file():
+            raise ValueError(
+                f"folder {directory.parent} has no task.yml, but it lies between the task {ancestor} and the task "
+                f"{directory}: every folder of a task tree needs a task.yml (an empty one inherits everything)"
+            )
 
 
 class Batch:
@@ -79,6 +112,11 @@ class Batch:
         self.tasks: dict[pathlib.Path, Task] = {}
         self._process: multiprocessing.Process | None = None
         self._pipe = None
+
+    @property
+    def resolved_tasks(self) -> dict[pathlib.Path, Task]:
+        """Every loaded task, by its resolved path (as upstream; :attr:`tasks` is keyed the same way)."""
+        return dict(self.tasks)
 
     def task(self, path: PathLike, spec: dict | None = None) -> Task | None:
         """The task at `path`, loaded from `spec` or `path/task.yml` (parents first) on first use.
@@ -108,12 +146,27 @@ class Batch:
         return task
 
     def load(self, root: PathLike) -> None:
-        """Load every task below `root` (every directory with a `task.yml`)."""
-        root = pathlib.Path(root)
+        """Load every task below `root` (every directory with a `task.yml`).
+
+        Dot-directories (such as the default store `.repype`) and the local stores of the loaded
+        tasks are not searched. A directory without `task.yml` between a task and the task
+        above it is an error naming that directory: every folder of a tree needs a `task.yml`.
+        """
+        root = pathlib.Path(root).resolve()
         if not root.is_dir():
             raise FileNotFoundError(f"no task directory at {root}")
-        for spec_path in sorted(root.rglob("task.yml")):
-            self.task(spec_path.parent)
+        stores: set[pathlib.Path] = set()
+        for directory, subdirectories, files in os.walk(root):
+            directory = pathlib.Path(directory)
+            if "task.yml" in files:
+                task = self.task(directory)
+                if task.parent is None and directory != root:
+                    _check_no_gap(root, directory)
+                if "://" not in task.store_url:
+                    stores.add(pathlib.Path(task.store_url))
+            subdirectories[:] = sorted(
+                name for name in subdirectories if not name.startswith(".") and directory / name not in stores
+            )
 
     @property
     def contexts(self) -> list[RunContext]:
@@ -161,6 +214,10 @@ class Batch:
                     await asyncio.sleep(0.05)
                 code = receiver.recv() if receiver.poll(5) else self._process.exitcode
                 self._process.join()
+            except BaseException:  # cancelled or interrupted: the task's process must not outlive the batch
+                _stop(self._process)
+                repype.status.update(status, info="interrupted", exit_code=None)
+                raise
             finally:
                 self._process = None
             if code != 0:
@@ -173,10 +230,6 @@ class Batch:
         process = self._process
         if process is None:
             return
-        process.terminate()
-        await asyncio.to_thread(process.join, 1)
-        if process.exitcode is None:
-            process.kill()
-            await asyncio.to_thread(process.join)
+        await asyncio.to_thread(_stop, process)
         if self._pipe is not None:
             self._pipe.send(2)

@@ -11,12 +11,13 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from repype.files import write_text_atomically
+from repype.typing import InputID
 
-T = TypeVar("T")
-InputID = int | str
+ValueType = TypeVar("ValueType")
+"""The type of the values of a benchmark (upstream's name)."""
 
 
-class Benchmark(Generic[T]):
+class Benchmark(Generic[ValueType]):
     """A table of values indexed by (stage id, input id), saved as CSV at `filepath`.
 
     The file is loaded when it exists. Input ids keep their type through save and load (the
@@ -25,8 +26,8 @@ class Benchmark(Generic[T]):
 
     def __init__(self, filepath: str | os.PathLike) -> None:
         self.filepath = pathlib.Path(filepath)
-        self._values: dict[str, dict[InputID, T]] = {}
-        self._input_ids: list[InputID] = []
+        self._values: dict[str, dict[InputID, ValueType]] = {}
+        self._input_ids: dict[InputID, None] = {}  # an ordered set: updates stay O(1)
         if self.filepath.exists():
             self._load()
 
@@ -40,30 +41,29 @@ class Benchmark(Generic[T]):
         """Input ids (columns), in order."""
         return list(self._input_ids)
 
-    def __getitem__(self, where: tuple[str, InputID]) -> T:
+    def __getitem__(self, where: tuple[str, InputID]) -> ValueType:
         stage_id, input_id = where
         try:
             return self._values[stage_id][input_id]
         except KeyError:
             raise KeyError(f"no value for stage '{stage_id}' and input {input_id!r} in {self.filepath}") from None
 
-    def __setitem__(self, where: tuple[str, InputID], value: T) -> None:
+    def __setitem__(self, where: tuple[str, InputID], value: ValueType) -> None:
         stage_id, input_id = where
-        if input_id not in self._input_ids:
-            self._input_ids.append(input_id)
+        self._input_ids.setdefault(input_id)
         self._values.setdefault(stage_id, {})[input_id] = value
 
     def __contains__(self, where: tuple[str, InputID]) -> bool:
         stage_id, input_id = where
         return input_id in self._values.get(stage_id, {})
 
-    def set(self, other: Benchmark[T]) -> Benchmark[T]:
+    def set(self, other: Benchmark[ValueType]) -> Benchmark[ValueType]:
         """Replaces the values of this benchmark by those of `other`; returns `self`."""
         self._values = {stage_id: dict(row) for stage_id, row in other._values.items()}
-        self._input_ids = list(other._input_ids)
+        self._input_ids = dict(other._input_ids)
         return self
 
-    def retain(self, stage_ids: Iterable[str], input_ids: Iterable[InputID]) -> Benchmark[T]:
+    def retain(self, stage_ids: Iterable[str], input_ids: Iterable[InputID]) -> Benchmark[ValueType]:
         """Keeps only the given stages and inputs, in the given order; returns `self`."""
         input_ids = list(input_ids)
         self._values = {
@@ -71,7 +71,7 @@ class Benchmark(Generic[T]):
             for stage_id in stage_ids
             if stage_id in self._values
         }
-        self._input_ids = [i for i in input_ids if any(i in row for row in self._values.values())]
+        self._input_ids = dict.fromkeys(i for i in input_ids if any(i in row for row in self._values.values()))
         return self
 
     def save(self) -> None:
@@ -88,7 +88,7 @@ class Benchmark(Generic[T]):
             rows = list(csv.reader(file))
         if not rows:
             return
-        self._input_ids = [_decode_input_id(cell) for cell in rows[0][1:]]
+        self._input_ids = dict.fromkeys(_decode_input_id(cell) for cell in rows[0][1:])
         for row in rows[1:]:
             self._values[row[0]] = {
                 input_id: json.loads(cell) for input_id, cell in zip(self._input_ids, row[1:]) if cell != ""

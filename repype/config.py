@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -107,8 +108,13 @@ class Config:
 
     @property
     def yaml(self) -> str:
-        """A human-readable YAML text of the entries."""
-        return yaml.safe_dump(_plain(self.entries), sort_keys=True, default_flow_style=False)
+        """The entries as block-style YAML, in insertion order, without a trailing newline (as upstream).
+
+        Tuples are written as lists and numpy scalars as numbers; an empty configuration is ``""``.
+        """
+        if not self.entries:
+            return ""
+        return yaml.safe_dump(_plain(self.entries), sort_keys=False, default_flow_style=False).rstrip("\n")
 
     @property
     def sha(self) -> str:
@@ -118,8 +124,12 @@ class Config:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and other.entries == self.entries
 
+    def __str__(self) -> str:
+        """The entries as indented JSON (as upstream); values JSON cannot hold are written as text."""
+        return json.dumps(self.entries, indent=2, default=str)
+
     def __repr__(self) -> str:
-        return f"<Config {self.entries!r}>"
+        return f"<{type(self).__name__}, {self.entries!s}>"
 
 
 def _merge_into(target: dict, source: dict) -> None:

@@ -5,33 +5,48 @@ from __future__ import annotations
 import builtins
 import math
 import pathlib
+import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from repype.config import Config
 from repype.stage import Stage
-
-InputID = int | str
+from repype.typing import InputID
 
 
 class StageError(Exception):
-    """A stage failed; `stage` is the failed stage and the original error is chained as `__cause__`."""
+    """A stage failed; `stage` is the failed stage and the original error is chained as `__cause__`.
 
-    def __init__(self, stage: Stage, message: str | None = None) -> None:
+    `input_id` names the input it failed on (when known); :attr:`stage_traceback` is the
+    traceback of the original error, which survives the trip back from worker processes.
+    """
+
+    def __init__(
+        self, stage: Stage, message: str | None = None, input_id: Any = None, stage_traceback: str | None = None
+    ) -> None:
         super().__init__(f"Stage '{stage.id}' failed")
         self.stage = stage
+        self.input_id = input_id
         self._message = message
+        self._traceback = stage_traceback
 
     def __reduce__(self) -> tuple:
-        # survives the trip back from worker processes, keeping the cause's text
-        return (type(self), (self.stage, str(self)))
+        return (type(self), (self.stage, str(self), self.input_id, self.stage_traceback))
+
+    @property
+    def stage_traceback(self) -> str:
+        """The traceback of the error raised by the stage itself (empty when there is none)."""
+        if self._traceback is None and self.__cause__ is not None:
+            self._traceback = "".join(traceback.format_exception(self.__cause__))
+        return self._traceback or ""
 
     def __str__(self) -> str:
         if self._message is not None:
             return self._message
         cause = self.__cause__
+        where = f" on input {self.input_id!r}" if self.input_id is not None else ""
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-        return f"Stage '{self.stage.id}' failed{detail}"
+        return f"Stage '{self.stage.id}' failed{where}{detail}"
 
 
 class Pipeline:
@@ -110,7 +125,7 @@ class Pipeline:
                 if len(rule) not in (2, 3):
                     raise ValueError(f"Stage '{stage.id}': rule for '{key}' must be (factor, default[, limits])")
                 limits = rule[2] if len(rule) == 3 else {}
-                self.create_config_entry(config, f"{stage.id}/{key}", rule[0], rule[1], **limits)
+                create_config_entry(config, f"{stage.id}/{key}", rule[0], rule[1], **limits)
         return config
 
     @staticmethod
@@ -123,20 +138,8 @@ class Pipeline:
         min: Any = None,
         max: Any = None,
     ) -> None:
-        """Sets `key` (when missing or None) to `factor` times the user factor `AF_<name>`.
-
-        The user factor lives beside `key` (`stage/AF_param`) and defaults to
-        `default_user_factor`; the result is cast with `type` and clamped to `min`/`max`.
-        """
-        *parents, name = key.split("/")
-        factor_key = "/".join([*parents, f"AF_{name}"])
-        config.set_default(key, factor * config.get(factor_key, default_user_factor), override_none=True)
-        if type is not None:
-            config.update(key, type)
-        if max is not None:
-            config.update(key, lambda value: builtins.min(value, max))
-        if min is not None:
-            config.update(key, lambda value: builtins.max(value, min))
+        """The same as the module-level :func:`create_config_entry`."""
+        create_config_entry(config, key, factor, default_user_factor, type=type, min=min, max=max)
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -205,10 +208,35 @@ class Pipeline:
                 try:
                     times[stage.id] = stage.run(self, input_id, data, stage_config, status=status, **kwargs)
                 except Exception as error:
-                    raise StageError(stage) from error
+                    raise StageError(stage, input_id=input_id) from error
             else:
                 stage.skip(self, input_id, data, stage_config, status=status, **kwargs)
         return data, config, times
+
+
+def create_config_entry(
+    config: Config,
+    key: str,
+    factor: Any,
+    default_user_factor: Any,
+    type: Any = None,
+    min: Any = None,
+    max: Any = None,
+) -> None:
+    """Sets `key` (when missing or None) to `factor` times the user factor `AF_<name>`.
+
+    The user factor lives beside `key` (`stage/AF_param`) and defaults to
+    `default_user_factor`; the result is cast with `type` and clamped to `min`/`max`.
+    """
+    *parents, name = key.split("/")
+    factor_key = "/".join([*parents, f"AF_{name}"])
+    config.set_default(key, factor * config.get(factor_key, default_user_factor), override_none=True)
+    if type is not None:
+        config.update(key, type)
+    if max is not None:
+        config.update(key, lambda value: builtins.min(value, max))
+    if min is not None:
+        config.update(key, lambda value: builtins.max(value, min))
 
 
 def create_pipeline(stages: Sequence[Stage], *args: Any, pipeline_cls: type = Pipeline, **kwargs: Any) -> Pipeline:
@@ -220,10 +248,12 @@ def create_pipeline(stages: Sequence[Stage], *args: Any, pipeline_cls: type = Pi
     """
     ids = [stage.id for stage in stages]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    assert not duplicates, f"Ambiguous stage identifiers: {duplicates}"
+    if duplicates:
+        raise AssertionError(f"Ambiguous stage identifiers: {duplicates}")
     outputs = ["input_id", *(name for stage in stages for name in stage.outputs)]
     ambiguous = sorted({name for name in outputs if outputs.count(name) > 1})
-    assert not ambiguous, f"Ambiguous outputs (produced more than once): {ambiguous}"
+    if ambiguous:
+        raise AssertionError(f"Ambiguous outputs (produced more than once): {ambiguous}")
     pipeline = pipeline_cls(*args, **kwargs)
     available = {"input_id"}
     remaining = list(stages)

@@ -28,8 +28,8 @@ from repype.pipeline import Pipeline, StageError
 from repype.stage import Stage
 from repype.store import IntegrityError, SerializationError, Store
 from repype.store.keys import stage_key
+from repype.typing import InputID
 
-InputID = int | str
 ValueRef = dict[str, Any]
 
 
@@ -126,7 +126,7 @@ class InputRunner:
         """The key of the execution of `stage` on the input of `run`."""
         missing = sorted(name for name in stage.inputs if name not in run.refs)
         if missing:
-            raise StageError(stage) from KeyError(
+            raise StageError(stage, input_id=run.input_id) from KeyError(
                 f"{self._where(run)}: stage '{stage.id}' reads {missing}, which no earlier enabled stage produced"
             )
         stage_config = self.stage_config(run, stage)
@@ -253,7 +253,7 @@ class InputRunner:
                 self.pipeline, run.input_id, run.values, self.stage_config(run, stage), status=self.status
             )
         except Exception as error:
-            raise StageError(stage) from error
+            raise StageError(stage, input_id=run.input_id) from error
         run.times[stage.id] = elapsed
         run.consumed.update(stage.consumes)
 

@@ -13,7 +13,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import xxhash
 
@@ -22,6 +22,17 @@ import repype.status
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOKEN = re.compile(r"[0-9]+|[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 EVENTS = ("start", "end", "skip")
+StageEvent = Literal["start", "end", "skip", "after"]
+"""The events a stage callback can be registered for (`after` means both `end` and `skip`)."""
+_FIELD_COLLECTIONS = frozenset({"inputs", "outputs", "consumes"})
+
+
+class StageCallback(Protocol):
+    """What :meth:`Stage.add_callback` accepts: called with keyword arguments only."""
+
+    def __call__(
+        self, *, stage: Stage, event: StageEvent, pipeline: Any, input_id: Any, data: dict, config: Any, status: Any
+    ) -> None: ...
 
 
 def suggest_stage_id(class_name: str) -> str:
@@ -31,9 +42,11 @@ def suggest_stage_id(class_name: str) -> str:
     `TheGreat123PCMapper` → `the-great-123-pc-mapper`, `ABCStage` → `abc`.
     Raises `AssertionError` for a string that is not a valid class name.
     """
-    assert _CLASS_NAME.match(class_name), f'Not a valid class name: "{class_name}"'
+    if not _CLASS_NAME.match(class_name):
+        raise AssertionError(f'Not a valid class name: "{class_name}"')
     tokens = _TOKEN.findall(class_name)
-    assert tokens, f'Cannot derive a stage id from the class name "{class_name}"'
+    if not tokens:
+        raise AssertionError(f'Cannot derive a stage id from the class name "{class_name}"')
     if len(tokens) > 1 and tokens[-1] == "Stage":
         tokens = tokens[:-1]
     return "-".join(token.lower() for token in tokens)
@@ -65,20 +78,33 @@ class Stage:
     def __init__(self) -> None:
         cls = type(self)
         self.id = cls.id if cls.id is not None else suggest_stage_id(cls.__name__)
-        assert not self.id.endswith("+"), f'Stage id must not end with "+": "{self.id}"'
-        self.consumes = frozenset(cls.consumes)
-        self.inputs = frozenset(cls.inputs) | self.consumes
-        self.outputs = frozenset(cls.outputs)
+        if self.id.endswith("+"):
+            raise AssertionError(f'Stage id must not end with "+": "{self.id}"')
+        self.consumes = cls.consumes
+        self.inputs = cls.inputs
+        self.outputs = cls.outputs
         self.callbacks: dict[str, list[Callable]] = {event: [] for event in EVENTS}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Field collections may be given as lists anywhere (as upstream's examples do); instances always
+        # hold frozensets, and `inputs` always includes the consumed fields.
+        if name in _FIELD_COLLECTIONS:
+            value = frozenset(value)
+            if name == "inputs":
+                self.__dict__["_read"] = value
+                value |= self.__dict__.get("consumes", frozenset())
+            elif name == "consumes":
+                self.__dict__["inputs"] = self.__dict__.get("_read", frozenset()) | value
+        super().__setattr__(name, value)
 
     # --- callbacks ------------------------------------------------------------------------------
 
-    def add_callback(self, event: str, callback: Callable) -> None:
+    def add_callback(self, event: StageEvent, callback: StageCallback) -> None:
         """Calls `callback` on `event` (`start`, `end`, `skip`, or `after` for both end and skip)."""
         for name in self._event_names(event):
             self.callbacks[name].append(callback)
 
-    def remove_callback(self, event: str, callback: Callable) -> None:
+    def remove_callback(self, event: StageEvent, callback: StageCallback) -> None:
         """Stops calling `callback` on `event` (`after` removes it from `end` and `skip`)."""
         for name in self._event_names(event):
             self.callbacks[name].remove(callback)
@@ -141,12 +167,13 @@ class Stage:
         return elapsed
 
     def _check_outputs(self, outputs: Any) -> None:
-        assert isinstance(outputs, dict), f"Stage '{self.id}' returned {type(outputs).__name__}, expected a dict"
+        # An explicit raise, not `assert`: the check must hold under `python -O` too.
+        if not isinstance(outputs, dict):
+            raise AssertionError(f"Stage '{self.id}' returned {type(outputs).__name__}, expected a dict")
         missing = sorted(self.outputs - outputs.keys())
         spurious = sorted(outputs.keys() - self.outputs)
-        assert not missing and not spurious, (
-            f"Stage '{self.id}' produced wrong outputs: missing {missing}, spurious {spurious}"
-        )
+        if missing or spurious:
+            raise AssertionError(f"Stage '{self.id}' produced wrong outputs: missing {missing}, spurious {spurious}")
 
     def skip(self, pipeline: Any, input_id: Any, data: dict, config: Any, status: Any = None, **kwargs: Any) -> None:
         """Skips the stage (fires the `skip` event)."""

@@ -2,70 +2,138 @@
 
 A :class:`Status` is a node of a tree of progress reports. Every update is appended as one
 JSON line to a journal file shared by the whole tree, so a status handed to a child process
-(it pickles to its journal path and ids) reports to the parent, which reads the journal with a
-:class:`StatusReader`. In-process subscribers are called directly.
+(it pickles to its journal path and ids) reports to the parent, which follows the journal with
+a :class:`StatusReader`. In-process subscribers are called directly. Console output lives in
+:mod:`repype.console`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
-import sys
+import pathlib
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
+
+from repype.typing import PathLike
+
+_JOURNALS: dict[str, BinaryIO] = {}
+"""The journals this process appends to, kept open (opening a file per update is slow)."""
+_JOURNALS_LOCK = threading.Lock()
+
+
+def _append(path: str, line: bytes) -> None:
+    with _JOURNALS_LOCK:
+        journal = _JOURNALS.get(path)
+        if journal is None or journal.closed:
+            journal = _JOURNALS[path] = open(path, "ab", buffering=0)  # noqa: SIM115 (kept open on purpose)
+    journal.write(line)  # one unbuffered write per line: lines of several processes never interleave
+
+
+def _close_journal(path: str) -> None:
+    with _JOURNALS_LOCK:
+        journal = _JOURNALS.pop(path, None)
+    if journal is not None:
+        journal.close()
+
+
+@atexit.register
+def _close_journals() -> None:
+    for path in list(_JOURNALS):
+        _close_journal(path)
 
 
 class Status:
     """A node of a progress tree whose updates go to a journal file.
 
     Args:
-        path: The journal file (created when missing). Default: a new temporary file.
-        parent: The parent node, for nodes made by :meth:`derive`.
+        parent: The parent node (the child reports into the parent's journal).
+        path: For a root node, the journal file, or an existing directory in which the journal
+            is created (as upstream). Default: a new temporary file.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, parent: Status | None = None) -> None:
-        if path is None:
-            path = parent.path if parent is not None else _new_journal()
-        self.path = os.fspath(path)
+    def __init__(self, parent: Status | None = None, path: PathLike | None = None) -> None:
         self.id = uuid.uuid4().hex
         self.parent = parent
-        self._subscribers: list[Callable[[dict], None]] = []
+        if parent is not None:
+            journal = parent.path
+        elif path is None:
+            journal = _new_journal()
+        elif os.path.isdir(path):
+            journal = os.path.join(path, f"{self.id}.jsonl")
+        else:
+            journal = os.fspath(path)
+        self.path: str = journal
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self._subscribers: list[Callable[[Any], None]] = []
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_subscribers"] = []  # callables of this process stay here
         return state
 
+    @property
+    def filepath(self) -> pathlib.Path:
+        """The journal file this status (and its whole tree) writes to."""
+        return pathlib.Path(self.path)
+
+    @property
+    def root(self) -> Status:
+        """The root node of this status's tree."""
+        return self.parent.root if self.parent is not None else self
+
     def derive(self) -> Status:
         """A child node reporting into the same journal."""
         return Status(parent=self)
 
-    def subscribe(self, callback: Callable[[dict], None]) -> None:
+    def subscribe(self, callback: Callable[[Any], None]) -> None:
         """Calls `callback(update)` for every update of this node and of nodes derived from it in this process."""
         self._subscribers.append(callback)
 
-    def write(self, data: dict[str, Any], intermediate: bool = False) -> None:
-        """Reports `data` (JSON-able); an intermediate report replaces the previous intermediate one."""
+    def write(self, data: Any, intermediate: bool = False) -> None:
+        """Reports `data` (JSON-able: a dict, a string, a list).
+
+        An intermediate report replaces the previous intermediate one; intermediate `None`
+        clears it.
+        """
         entry = {
             "status": self.id,
             "parent": self.parent.id if self.parent is not None else None,
+            "depth": self.depth,
             "intermediate": intermediate,
             "time": time.time(),
             "data": data,
         }
-        line = json.dumps(entry, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as journal:
-            journal.write(line)
+        _append(self.path, (json.dumps(entry, default=str) + "\n").encode("utf-8"))
         node: Status | None = self
         while node is not None:
             for callback in node._subscribers:
                 callback(data)
             node = node.parent
+
+    def intermediate(self, data: Any = None) -> None:
+        """Reports `data` as an intermediate update; `None` clears the current intermediate update."""
+        self.write(data, intermediate=True)
+
+    def progress(self, iterable: Iterable, iterations: int | None = None, details: Any = None) -> Iterator:
+        """Yields the items of `iterable`, reporting `step` and `max_steps` before each (see :func:`progress`)."""
+        if iterations is None and hasattr(iterable, "__len__"):
+            iterations = len(iterable)
+        count = 0
+        for count, item in enumerate(iterable, start=1):
+            self.intermediate(dict(info="progress", details=details, step=count - 1, max_steps=iterations))
+            yield item
+        self.intermediate(dict(info="progress", details=details, step=count, max_steps=iterations or count))
+
+    def update(self) -> None:
+        """Makes the updates so far visible to readers (they already are: every update is written at once)."""
 
 
 def _new_journal() -> str:
@@ -76,24 +144,55 @@ def _new_journal() -> str:
 
 @contextlib.contextmanager
 def create() -> Iterator[Status]:
-    """A root status with a temporary journal that is removed on exit."""
+    """A root status whose journal file exists while the context lasts and is removed on exit."""
     status = Status()
     try:
         yield status
     finally:
+        _close_journal(status.path)
         with contextlib.suppress(FileNotFoundError):
             os.remove(status.path)
 
 
 class StatusReader:
-    """Reads the updates appended to a journal since the last read (from any process)."""
+    """Follows a journal written by a status tree (from any process).
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = os.fspath(path)
+    :meth:`read` returns the entries appended since the last read. Used as an async context
+    manager, the reader follows the journal and calls :meth:`handle_new_status` for each
+    update; subclasses override it (as upstream's readers do).
+
+    Args:
+        filepath: The journal (:attr:`Status.filepath`).
+        loop: Kept for upstream compatibility; the reader follows the journal on the running loop.
+        blocking: Follow the journal in a thread of its own, so that updates are handled while
+            the event loop's thread is busy with blocking work (e.g. ``rc.run(...)`` called
+            inside ``async with``).
+        interval: Seconds between reads of the journal.
+    """
+
+    def __init__(
+        self,
+        filepath: PathLike,
+        loop: asyncio.AbstractEventLoop | None = None,
+        blocking: bool = False,
+        interval: float = 0.1,
+    ) -> None:
+        self.filepath = pathlib.Path(filepath)
+        self.path = os.fspath(filepath)
+        self.loop = loop
+        self.blocking = blocking
+        self.interval = interval
+        self.entry: dict | None = None
+        """The journal entry being handled (its `time`, `status`, `depth`, ...)."""
         self._offset = 0
+        self._positions: list[int] = []
+        self._lock = threading.Lock()
+        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def read(self) -> list[dict]:
-        """New journal entries (`status`, `parent`, `intermediate`, `time`, `data`), oldest first."""
+        """New journal entries (`status`, `parent`, `depth`, `intermediate`, `time`, `data`), oldest first."""
         try:
             with open(self.path, "rb") as journal:
                 journal.seek(self._offset)
@@ -104,111 +203,56 @@ class StatusReader:
         self._offset += len(complete)
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
+    def flush(self) -> None:
+        """Handles every update written since the last call."""
+        with self._lock:  # the following thread and the final flush must not handle an entry twice
+            for entry in self.read():
+                self.entry = entry
+                self.handle_new_status(self._position_of(entry), entry["data"], entry["intermediate"])
 
-class ConsoleReader:
-    """Prints the updates of a status tree to the console while a batch runs (async context manager).
+    def _position_of(self, entry: dict) -> list[int]:
+        depth = entry.get("depth", 0)
+        positions = self._positions[: depth + 1]
+        positions += [-1] * (depth + 1 - len(positions))
+        if not entry["intermediate"]:
+            positions[depth] += 1
+        self._positions = positions
+        return [max(position, 0) for position in positions]
 
-    Args:
-        status: The root status whose journal is read.
-        intermediate: Also show intermediate updates (progress bars), overwritten in place
-            (only on a terminal).
-        interval: Seconds between reads of the journal.
-        stream: Where to print (default: standard output).
-    """
+    def handle_new_status(self, positions: list[int], status: Any, intermediate: bool) -> None:
+        """Called for each update: `positions` has one item per nesting level (the last is the index
+        of the update within its status), `status` is the reported data (`None` clears an
+        intermediate update). Does nothing here; subclasses decide."""
 
-    def __init__(self, status: Status, intermediate: bool = True, interval: float = 0.1, stream: Any = None) -> None:
-        self.reader = StatusReader(status.path)
-        self.intermediate = intermediate
-        self.interval = interval
-        self.stream = stream
-        self._task: asyncio.Task | None = None
-        self._pending_line = False
-        self._started: dict[str, float] = {}
-
-    async def __aenter__(self) -> ConsoleReader:
-        self._task = asyncio.create_task(self._follow())
+    async def __aenter__(self) -> StatusReader:
+        if self.blocking:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._follow_in_thread, daemon=True)
+            self._thread.start()
+        else:
+            self._task = asyncio.create_task(self._follow())
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
         self.flush()
-        if self._pending_line:
-            self._print("")
 
     async def _follow(self) -> None:
         while True:
             self.flush()
             await asyncio.sleep(self.interval)
 
-    def flush(self) -> None:
-        """Prints every update written since the last call."""
-        for entry in self.reader.read():
-            text = format_update(entry["data"], self._eta(entry))
-            if text is None:
-                continue
-            if entry["intermediate"]:
-                if self.intermediate and self._is_terminal():
-                    self._print("\r\033[K" + text, end="")
-                    self._pending_line = True
-            else:
-                self._print(("\r\033[K" if self._pending_line else "") + text)
-                self._pending_line = False
-
-    def _eta(self, entry: dict) -> str:
-        data = entry["data"]
-        if data.get("info") == "start":
-            self._started[entry["status"]] = entry["time"]
-        started = self._started.get(entry["status"])
-        step, count = data.get("step"), data.get("step_count")
-        if data.get("info") != "process" or started is None or not step or not count:
-            return ""
-        remaining = (entry["time"] - started) / step * (count - step)
-        return f", ETA {remaining:.0f} s"
-
-    def _is_terminal(self) -> bool:
-        stream = self.stream or sys.stdout
-        return bool(getattr(stream, "isatty", lambda: False)())
-
-    def _print(self, text: str, end: str = "\n") -> None:
-        stream = self.stream or sys.stdout
-        stream.write(text + end)
-        stream.flush()
-
-
-def format_update(data: dict, eta: str = "") -> str | None:
-    """A one-line text for an update, or `None` for updates not worth a line."""
-    info = data.get("info")
-    if data.get("text") is not None:
-        return str(data["text"])
-    if info == "enter":
-        return f"\n({data['step'] + 1}/{data['step_count']}) Entering task: {data['task']}"
-    if info == "start":
-        pickup = f"picking up from {data['pickup']}" if data.get("pickup") else "no task to pick up from"
-        first = data.get("first_stage") or "nothing (all reused)"
-        return f"Starting from stage {first}; {pickup}; {data.get('reused', 0)} stage executions reused from the store"
-    if info == "process":
-        return f"[{data['step'] + 1}/{data['step_count']}] Processing input {data['input_id']!r}{eta}"
-    if info == "processed":
-        return f"  input {data['input_id']!r}: {data['reused']} stage(s) reused, {data['executed']} run"
-    if info == "storing":
-        return "Storing results..."
-    if info == "completed":
-        return f"Results stored for {data['task']}"
-    if info == "error":
-        stage = f" in stage '{data['stage']}'" if data.get("stage") else ""
-        return f"Error{stage} of task {data.get('task')}:\n{data.get('traceback', '')}"
-    if info == "interrupted":
-        return f"Batch processing interrupted (exit code {data.get('exit_code')})"
-    if info == "progress":
-        details = f"{data['details']}: " if data.get("details") else ""
-        total = data.get("max_steps")
-        return f"{details}{data['step']}/{total}" if total else f"{details}{data['step']}"
-    if info in ("start-stage", "skip-stage"):
-        return f"  {info.replace('-stage', '')} stage {data.get('stage')}"
-    return None
+    def _follow_in_thread(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
 
 
 def update(status: Status | None, plain_text: str | None = None, intermediate: bool = False, **kwargs: Any) -> None:
@@ -226,14 +270,13 @@ def derive(status: Status | None) -> Status | None:
     return None if status is None else status.derive()
 
 
-def progress(
-    status: Status | None, iterable: Iterable, iterations: int | None = None, details: str | None = None
-) -> Iterator:
-    """Yields the items of `iterable`, reporting `step` and `max_steps` to `status` before each."""
-    if iterations is None and hasattr(iterable, "__len__"):
-        iterations = len(iterable)
-    count = 0
-    for count, item in enumerate(iterable, start=1):
-        update(status, info="progress", details=details, step=count - 1, max_steps=iterations, intermediate=True)
-        yield item
-    update(status, info="progress", details=details, step=count, max_steps=iterations or count, intermediate=True)
+def progress(status: Status | None, iterable: Iterable, iterations: int | None = None, details: Any = None) -> Iterator:
+    """Yields the items of `iterable`, reporting `step` and `max_steps` to `status` before each.
+
+    A last report after the final item has `step` equal to the number of items. Without a
+    status, the items are passed through.
+    """
+    if status is None:
+        yield from iterable
+        return
+    yield from status.progress(iterable, iterations, details)

@@ -39,17 +39,12 @@ from repype.runner import (
     run_work_order,
     work_order_payload,
 )
+from repype.spec import validate_spec
 from repype.stage import Stage
-
-InputID = int | str
-PipelineData = dict[str, Any]
-TaskData = dict[InputID, PipelineData]
-"""Task data object. A dictionary with input ids as keys and pipeline data objects as values."""
+from repype.typing import InputID, PathLike, PipelineData, TaskData
 
 PendingReason = Literal["incomplete", "pipeline", "specification", ""]
 """Reasons why a task is pending, or not pending at all (the empty string)."""
-
-PathLike = str | os.PathLike
 
 LOCATION_KEYS = ("store", "storage_options")
 """Spec keys that say where results live, not what they are: never part of a digest."""
@@ -170,6 +165,7 @@ class Task:
         self.path = pathlib.Path(path)
         self.spec = spec if spec is not None else {}
         self.parent = parent
+        validate_spec(self.path, self.spec)
 
     def __repr__(self) -> str:
         return f"Task({str(self.path)!r})"
@@ -221,7 +217,10 @@ class Task:
         """
         for entry in self.full_spec.get("marginal_stages", []) or []:
             if "." in entry:
-                stage_cls = load_from_module(entry)
+                try:
+                    stage_cls = load_from_module(entry)
+                except ImportError as error:
+                    raise ImportError(f"task {self.path}: 'marginal_stages': {error}") from error
                 yield getattr(stage_cls, "id", None) or stage_cls().id
             else:
                 yield entry
@@ -245,7 +244,7 @@ class Task:
         return path.resolve()
 
     def _substitute(self, text: str) -> str:
-        return text.replace("{DIRNAME}", self.path.name).replace("{ROOTDIR}", str(self.root.path))
+        return text.replace("{DIRNAME}", self.path.name).replace("{ROOTDIR}", str(self.root.path.resolve()))
 
     def get_full_spec_with_config(self, config: Config) -> dict[str, Any]:
         """Get the full specification of the task adopted for the config.
@@ -294,13 +293,20 @@ class Task:
         scopes = {key: self.resolve_path(value) for key, value in (self.full_spec.get("scopes") or {}).items()}
         try:
             if isinstance(entry, str):
-                return load_from_module(entry)(*args, scopes=scopes, **kwargs)
-            if isinstance(entry, list):
-                stages = [load_from_module(stage)() for stage in entry]
-                return repype.pipeline.create_pipeline(stages, *args, scopes=scopes, **kwargs)
+                return self._load_class(entry, Pipeline)(*args, scopes=scopes, **kwargs)
+            stages = [self._load_class(stage, Stage)() for stage in entry]
+            return repype.pipeline.create_pipeline(stages, *args, scopes=scopes, **kwargs)
         except ImportError as error:
             raise ImportError(f"task {self.path}: {error}") from error
-        raise TaskError(f"task {self.path}: 'pipeline' must be a dotted path or a list of them, not {entry!r}")
+        except (AssertionError, RuntimeError) as error:  # duplicate stage ids or outputs, no order by data flow
+            raise TaskError(f"task {self.path}: 'pipeline': {error}") from error
+
+    def _load_class(self, name: str, base: type) -> type:
+        loaded = load_from_module(name)
+        if not (isinstance(loaded, type) and issubclass(loaded, base)):
+            kind = type(loaded).__name__ if not isinstance(loaded, type) else f"class {loaded.__name__}"
+            raise TaskError(f"task {self.path}: 'pipeline': '{name}' is a {kind}, not a {base.__name__} subclass")
+        return loaded
 
     def setup_callbacks(self, pipeline: Pipeline) -> None:
         """Add callbacks to the pipeline stages for methods named ``on_<stage id>_<event>``.
@@ -368,7 +374,10 @@ class Task:
     def open_store(self, mode: str = "a") -> repype.store.Store:
         """Open the task's store (shared by every task of this process that names the same one)."""
         options = self.full_spec.get("storage_options") or None
-        return open_shared_store(self.store_url, options, mode)
+        try:
+            return open_shared_store(self.store_url, options, mode)
+        except repype.store.StoreUnavailableError as error:
+            raise repype.store.StoreUnavailableError(f"task {self.path}: {error}") from error
 
     def _existing_store(self) -> repype.store.Store | None:
         """The task's store opened read-only, or None when it does not exist yet (creates nothing)."""
@@ -482,13 +491,21 @@ class Task:
         strip_marginals: bool = True,
         status: Any = None,
         executor: Executor | int | str | None = None,
-    ) -> TaskData:
+        *,
+        return_data: bool = True,
+    ) -> TaskData | None:
         """Run the task and return its task data object.
 
         With `pickup`, every stage execution recorded in the store is reused (whichever task
         recorded it); stages that must run write their outputs to the store as they finish.
         On completion the manifest and ref are written to the store, then `.task.json`,
         `.sha.json` and `times.csv` to the task directory.
+
+        Without `pipeline`, the task creates one with :meth:`create_pipeline` and connects its
+        ``on_<stage>_<event>`` methods with :meth:`setup_callbacks`; a given pipeline is used as is.
+
+        With `return_data=False` (**new**), nothing is loaded back from the store and None is
+        returned: what a batch does, since nobody receives the data there.
 
         `executor` (**new**) fans the inputs out: None or 1 runs them here, in order; an int N
         runs them in N local processes; `'dask'` on a local Dask cluster; a scheduler address
@@ -497,7 +514,9 @@ class Task:
         """
         if not self.runnable:
             raise TaskError(f"task {self.path} is not runnable")
-        pipeline = pipeline if pipeline is not None else self.create_pipeline()
+        if pipeline is None:
+            pipeline = self.create_pipeline()
+            self.setup_callbacks(pipeline)
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), status)
         runs = [runner.start(input_id, config) for input_id in self.input_ids]
@@ -525,7 +544,7 @@ class Task:
                 workers.close()
         repype.status.update(status, info="storing", intermediate=True)
         self._commit(runner, runs, config, self._times_of(runs))
-        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs}
+        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
         repype.status.update(status, info="completed", task=str(self.path.resolve()))
         return data
 
@@ -589,7 +608,7 @@ class Task:
     def _write_input_config(self, pipeline: Pipeline, run: InputRun) -> None:
         path = pipeline.resolve("config", run.input_id)
         if path is not None:
-            write_text_atomically(path, run.config.yaml)
+            write_text_atomically(path, run.config.yaml + "\n")
 
     def _times_of(self, runs: list[InputRun]) -> Benchmark:
         times = Benchmark(self.times_filepath)

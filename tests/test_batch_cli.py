@@ -122,6 +122,8 @@ def test_cli_task_dir_selection_and_failure_exit_code(tmp_path, counts):
     failed = repype_cli(str(root), "--run", "--task-dir", str(root / "a"))
     assert failed.returncode == 1
     assert "fail" in failed.stdout and "failing on purpose" in failed.stdout
+    assert "Error in stage 'fail' on input 1 of task" in failed.stdout
+    assert failed.stdout.count("Traceback") == 1  # the stage's own traceback, once
 
 
 def test_cli_store_commands(tmp_path, counts):
@@ -146,3 +148,147 @@ def test_cli_store_commands(tmp_path, counts):
     assert damaged.returncode == 1
     missing = repype_cli("store", "ls", str(tmp_path / "nope"))
     assert missing.returncode != 0 and "nope" in missing.stderr
+
+
+# --- selections, summaries and one-line errors (in process: console_main is the console script) ----
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    from repype.cli import console_main
+
+    code = console_main([*args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_selections_that_name_nothing_are_usage_errors(tmp_path, capsys, monkeypatch):
+    root = sweep(tmp_path / "tree")
+    (root / "empty-folder").mkdir()
+    cases = {
+        "--task": [str(root / "c")],  # no such task
+        "--task-dir": [str(root / "empty-folder")],  # a folder without runnable tasks
+    }
+    for option, (path,) in cases.items():
+        code, out, err = cli(capsys, str(root), option, path)
+        assert code == 2 and path in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli(capsys, str(root), "--task", str(root))  # the root is not runnable
+    assert code == 2 and "not runnable" in err
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli(capsys, "tree", "--task", "a/deeper")  # relative to the tree's root
+    assert code == 0 and "1 task(s) selected" in out and "a/deeper" in out
+    code, out, _ = cli(capsys, "tree", "--task", "tree/b")  # relative to the current directory
+    assert code == 0 and "1 task(s) selected" in out
+    (tmp_path / "nothing").mkdir()
+    code, _, err = cli(capsys, str(tmp_path / "nothing"))
+    assert code == 2 and "no task.yml" in err
+
+
+def test_dry_run_ends_with_a_summary(tmp_path, capsys, counts):
+    root = sweep(tmp_path / "tree")
+    code, out, _ = cli(capsys, str(root))
+    assert code == 0 and out.splitlines()[-2] == "3 task(s) to run, 0 up to date"
+    assert cli(capsys, str(root), "--run", "--task", str(root / "b"))[0] == 0
+    code, out, _ = cli(capsys, str(root))
+    assert "2 task(s) to run, 1 up to date" in out
+
+
+def test_a_folder_without_task_yml_inside_a_tree_is_named(tmp_path, capsys):
+    root = sweep(tmp_path / "tree")
+    (root / "a" / "task.yml").unlink()
+    code, _, err = cli(capsys, str(root))
+    assert code == 1 and f"folder {root / 'a'} has no task.yml" in err and len(err.strip().splitlines()) == 1
+
+
+def test_batch_load_skips_dot_directories_and_stores(tmp_path, counts):
+    root = sweep(tmp_path / "tree")
+    (root / "task.yml").write_text((root / "task.yml").read_text() + "store: results\n")
+    for hidden in (root / ".git" / "x", root / "results" / "y", root / ".repype" / "z"):
+        hidden.mkdir(parents=True)
+        (hidden / "task.yml").write_text("runnable: true\n")
+    batch = Batch()
+    batch.load(root)
+    assert sorted(path.relative_to(root).as_posix() for path in batch.tasks) == [".", "a", "a/deeper", "b"]
+
+
+def test_reset_without_a_terminal_and_with_yes(tmp_path, capsys, counts, monkeypatch):
+    root = sweep(tmp_path / "tree")
+    assert cli(capsys, str(root), "--run")[0] == 0
+
+    def closed_stdin(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", closed_stdin)
+    code, out, err = cli(capsys, str(root), "--reset")
+    assert code == 1 and "--yes" in out and "Traceback" not in out + err
+    assert (root / "b" / ".sha.json").exists()
+    code, out, _ = cli(capsys, str(root), "--reset", "--yes", "--task", str(root / "b"))
+    assert code == 0 and "1 task(s) reset" in out and not (root / "b" / ".sha.json").exists()
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    root = sweep(tmp_path / "tree")
+    with pytest.raises(SystemExit) as exit_info:
+        cli(capsys, str(root), "--run", "--jobs", "0")
+    assert exit_info.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    root = sweep(tmp_path / "tree")
+    (root / "b" / "task.yml").write_text('runnable: true\ninput_ids: "5-3"\n')
+    code, _, err = cli(capsys, str(root))
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1 and "5-3" in err
+    code, _, err = cli(capsys, str(root), "--debug")
+    assert code == 1 and "Traceback" in err
+
+
+def test_output_piped_into_head_is_not_a_traceback(tmp_path, counts):
+    root = sweep(tmp_path / "tree")
+    command = f'"{sys.executable}" -m repype "{root}" | head -1'
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+SLOW_STAGE = """
+import os
+import time
+
+from repype.stage import Stage
+
+
+class Slow(Stage):
+    inputs = ("input_id",)
+    outputs = ("x",)
+
+    def process(self, input_id, pipeline, config, status=None):
+        with open(os.path.join(os.path.dirname(__file__), "pid"), "w") as file:
+            file.write(str(os.getpid()))
+        time.sleep(120)
+        return {"x": 1}
+"""
+
+
+def test_sigterm_stops_the_run_and_its_task_process(tmp_path):
+    import signal
+    import time
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "slowstage.py").write_text(SLOW_STAGE)
+    (root / "task.yml").write_text("runnable: true\npipeline: [slowstage.Slow]\ninput_ids: [1]\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "repype", str(root), "--run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "REPYPE_CLI_INTERMEDIATE": "0"},
+    )
+    deadline = time.monotonic() + 60
+    while not (root / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int((root / "pid").read_text())
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, out + err
+    assert "Traceback" not in out + err and "interrupted" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the task's process is gone too

@@ -460,7 +460,7 @@ def test_callback_may_remove_itself_during_call():
 
 
 def test_run_reports_to_status(tmp_path):
-    status = repype.status.Status(tmp_path / "journal.jsonl")
+    status = repype.status.Status(path=tmp_path / "journal.jsonl")
     updates = []
     status.subscribe(updates.append)
     Double().run(None, "i", {"x": 1}, {}, status=status)

@@ -12,9 +12,10 @@ import pytest
 
 import repype.status
 from repype.config import Config
+from repype.console import ConsoleReader, format_update
 from repype.pipeline import Pipeline
 from repype.stage import Stage
-from repype.status import ConsoleReader, Status, StatusReader, format_update
+from repype.status import Status, StatusReader
 
 
 def collect(status: Status) -> list[dict]:
@@ -154,7 +155,7 @@ def test_status_reader_missing_file_is_empty(tmp_path):
 
 def test_status_with_explicit_path(tmp_path):
     path = tmp_path / "journal.jsonl"
-    status = Status(path)
+    status = Status(path=path)
     repype.status.update(status, info="x")
     assert StatusReader(path).read()[0]["data"] == {"info": "x"}
 

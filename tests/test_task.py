@@ -278,6 +278,19 @@ def test_rerun_reuses_everything_and_returns_equal_data(tmp_path, counts):
     assert_data_equal(task.load(task.create_pipeline()), first)
 
 
+def test_a_rerun_without_return_data_reads_no_value(tmp_path, counts, monkeypatch):
+    task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
+    first = run(task)
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a value was read although nobody receives it")
+
+    monkeypatch.setattr(repype.store.Store, "get_value", no_reads)
+    assert run(task, return_data=False) is None
+    monkeypatch.undo()
+    assert_data_equal(task.load(), first)
+
+
 def test_pickup_false_runs_everything(tmp_path, counts):
     task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
     run(task)
@@ -607,10 +620,12 @@ def test_setup_callbacks_calls_task_methods(tmp_path, counts):
     spec = basic_tree(tmp_path)
     (tmp_path / "task.yml").write_text(json.dumps(spec))
     task = MyTask(tmp_path, spec)
-    pipeline = task.create_pipeline()
-    task.setup_callbacks(pipeline)
-    task.run(task.create_config(), pipeline)
+    task.run(task.create_config())  # creates its pipeline and connects the callbacks itself (as upstream)
     assert ("end", 1) in calls and ("after", 3) in calls
+    calls.clear()
+    pipeline = task.create_pipeline()  # a pipeline given by the caller is used as is
+    task.run(task.create_config(), pipeline, pickup=False)
+    assert calls == []
 
 
 def test_config_copy_semantics_kept(tmp_path):

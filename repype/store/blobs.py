@@ -42,6 +42,16 @@ def compressors_for(name: str | Any) -> Any:
     raise StoreError(f"unknown compressor '{name}' (use zstd, zstd:<level>, blosc-lz4 or none)")
 
 
+def dimension_names(shape: tuple[int, ...]) -> list[str]:
+    """The names of a stored array's axes, written into its Zarr metadata (for xarray and other readers).
+
+    `dim_<axis>_<length>`: a blob shares its fan-out group with unrelated blobs, and xarray opens
+    a group only when every dimension name has one length in it. The names are metadata only:
+    no digest or key depends on them, and arrays stored without them (older stores) still load.
+    """
+    return [f"dim_{axis}_{length}" for axis, length in enumerate(shape)]
+
+
 def chunks_for(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     """Chunk shape of about :data:`CHUNK_BYTES`, halving the largest dimension until it fits."""
     chunks = [max(1, size) for size in shape]
@@ -116,7 +126,15 @@ def _metadata_template(
     shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...], compressors_key: str, compressors: Any
 ) -> dict[str, Any]:
     staged: dict[str, Any] = {}
-    zarr.create_array(MemoryStore(staged), name="a", shape=shape, dtype=dtype, chunks=chunks, compressors=compressors)
+    zarr.create_array(
+        MemoryStore(staged),
+        name="a",
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=compressors,
+        dimension_names=dimension_names(shape),
+    )
     return json.loads(staged["a/zarr.json"].to_bytes())
 
 
@@ -135,6 +153,7 @@ def _encode_with_zarr(
         chunks=chunks,
         compressors=compressors,
         attributes=attributes,
+        dimension_names=dimension_names(array.shape),
         zarr_format=3,
         config={"write_empty_chunks": True},  # -0.0 equals the fill value 0 but is other bytes
     )

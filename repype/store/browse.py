@@ -6,7 +6,9 @@ from typing import Any
 
 from repype.store.codecs import ValueRef
 from repype.store.errors import StoreError
-from repype.store.manifests import InputEntry, InputID, ManifestHeader
+from repype.store.manifests import InputEntry, ManifestHeader
+from repype.store.table import results_table
+from repype.typing import InputID
 
 
 class TaskView:
@@ -108,3 +110,24 @@ class TaskView:
             }
             for input_id, entry in self.entries(input_ids).items()
         }
+
+    def table(self, fields: list[str] | None = None, config: list[str] | None = None) -> Any:
+        """A pandas DataFrame with one row per input: `task`, `input_id`, hyperparameter and field columns.
+
+        `config` names hyperparameters (`'smooth/sigma'`, or a section `'smooth'`; default: none, as
+        one task's hyperparameters are the same in every row), `fields` the fields (default: the
+        scalar ones). See :meth:`repype.store.Store.table` for a table across tasks.
+        """
+        return results_table([self], fields, [] if config is None else config)
+
+    def to_xarray(self, field: str, input_ids: list[InputID] | None = None, dims: list[str] | None = None) -> Any:
+        """Field `field` of every input (or of `input_ids`) stacked into one lazy `xarray.DataArray`.
+
+        Its dimensions are `input_id` (a coordinate of the input ids) and the array's axes: `dims`
+        if given (e.g. `['y', 'x']`), else `dim_0`, `dim_1`, ...; it reads chunks only when computed.
+        The inputs' values must agree in shape (ValueError naming the field when not). Needs
+        xarray and dask (`pip install 'repype[results]'`).
+        """
+        from repype.store.xarrays import stack_field
+
+        return stack_field(self, field, input_ids, dims)

@@ -418,7 +418,7 @@ class GcReport:
             f"spared {self.spared_young} unreferenced item(s) "
             "within the grace period"
         )
-        return text + ("\nDRY RUN: confirm to delete" if self.dry_run else "")
+        return text + ("\nDRY RUN: nothing was deleted; run again with --yes to delete" if self.dry_run else "")
 
 
 def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcReport:

@@ -27,8 +27,7 @@ from repype.canonical import canonical, from_canonical
 from repype.store import layout
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
-
-InputID = int | str
+from repype.typing import InputID
 
 MANIFEST_FORMAT = 2
 """The manifest format written here (header and shards); format 1 is read too."""

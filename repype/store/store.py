@@ -368,6 +368,22 @@ class Store:
 
         return TaskView(self, name)
 
+    def table(
+        self, tasks: Iterable[str] | None = None, fields: list[str] | None = None, config: list[str] | None = None
+    ) -> Any:
+        """A pandas DataFrame with one row per task and input of `tasks` (default: every task).
+
+        Columns: `task`, `input_id`, the hyperparameters `config` names as `stage/key` columns (a
+        section such as `'smooth'` names all of its keys; default: those that differ across the
+        tasks), then the `fields` (default: every field holding a scalar). Small arrays and
+        containers fit in a cell; bigger values raise ValueError naming task, input and field.
+        Needs pandas (`pip install 'repype[results]'`).
+        """
+        from repype.store.table import results_table
+
+        names = self.tasks() if tasks is None else list(tasks)
+        return results_table([self.task(name) for name in names], fields, config)
+
     def ls(self) -> Any:
         """Tasks, inputs, fields and sizes (a report with `.format()`; not `.ok` when a task is damaged)."""
         from repype.store import maintenance
