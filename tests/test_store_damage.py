@@ -170,8 +170,9 @@ def test_a_damaged_ref_is_named_listed_and_recommitted(tmp_path, fresh_process, 
     assert store.task(".").input_ids == [1, 2]
     assert_listed_as_damaged(store, "child", "refs/child")
     completed = repype_cli("store", "ls", tasks[""].store_url)
-    assert completed.returncode == 1 and "damaged task child" in completed.stdout
-    assert repype_cli("store", "du", tasks[""].store_url).returncode == 1
+    assert completed.returncode == 1 and re.search(r"^child\s+damaged\s.*refs/child", completed.stdout, re.M)
+    completed = repype_cli("store", "du", tasks[""].store_url)
+    assert completed.returncode == 1 and "damaged task child: ref refs/child" in completed.stdout
     assert_run_recommits(tasks)
 
 

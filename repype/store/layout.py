@@ -81,6 +81,11 @@ def ref_path(name: str) -> str:
     return "refs/" + node
 
 
+def ref_name_guess(path: str) -> str:
+    """The best guess at the name of the ref at node `path` when its document cannot be read: the unquoted node name."""
+    return urllib.parse.unquote(path.rsplit("/", 1)[-1])
+
+
 def metadata_key(path: str) -> str:
     """The key of the `zarr.json` of the node at `path`."""
     return f"{path}/{METADATA}"

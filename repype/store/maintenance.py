@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,11 +134,6 @@ def _take_refs(backend: Backend, inventory: Inventory) -> None:
             inventory.ref_paths[ref.name] = path
 
 
-def unreadable_ref_name(path: str) -> str:
-    """The best guess at the name of a ref whose document cannot be read: its unquoted node name."""
-    return urllib.parse.unquote(path.rsplit("/", 1)[-1])
-
-
 def stored_digests(refs: Iterable[ValueRef]) -> set[str]:
     """Digests of the blobs that `refs` point at (inline values have none)."""
     return {ref["digest"] for ref in refs if ref.get("stored") and not codecs.is_inline(ref)}
@@ -224,7 +218,7 @@ class UsageReport:
 def damaged_tasks(inventory: Inventory) -> dict[str, str]:
     """Tasks whose ref cannot be read or whose manifest is missing or cannot be read, with the reason."""
     damaged = {
-        unreadable_ref_name(path): f"ref {path}: {reason}"
+        layout.ref_name_guess(path): f"ref {path}: {reason}"
         for path, reason in inventory.unreadable.items()
         if path.startswith("refs/")
     }
@@ -363,8 +357,8 @@ def verify(backend: Backend, repair: bool = False) -> VerifyReport:
     for path, reason in inventory.unreadable.items():
         section, node = path.split("/", 1)[0], path.rsplit("/", 1)[-1]
         if section == "refs":  # its name is in the unreadable document: the node name is the best guess
-            report.broken_refs[unreadable_ref_name(path)] = reason
-            report.ref_paths[unreadable_ref_name(path)] = path
+            report.broken_refs[layout.ref_name_guess(path)] = reason
+            report.ref_paths[layout.ref_name_guess(path)] = path
             continue
         target = {"blobs": report.damaged_blobs, "records": report.broken_records, "manifests": report.broken_manifests}
         target[section][node] = reason

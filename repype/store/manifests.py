@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,21 +279,38 @@ def _entry_from_document(item: list[Any]) -> InputEntry:
     return InputEntry(from_canonical(input_id), from_canonical(refs), from_canonical(times), list(records))
 
 
-def _header_from_format1(digest: str, document: dict[str, Any]) -> ManifestHeader:
-    """A format-1 manifest (one tagged document with every input) as a header holding its entries."""
-    document = from_canonical(document)
+def manifest_from_format1(document: Mapping[str, Any]) -> Manifest:
+    """The manifest a format-1 document describes (as repype wrote them before format 2).
+
+    `inputs` holds `[input_id, refs]` pairs, `times` `[stage, input_id, seconds]` triples and
+    `records` the task's record keys (given to the first input); `spec`, `config` and `stages`
+    default to empty; `created` is dropped (a manifest's identity holds no time).
+    """
     times: dict[InputID, dict[str, float]] = {}
     for stage_id, input_id, seconds in document.get("times", []):
         times.setdefault(input_id, {})[stage_id] = seconds
     records = list(document.get("records", []))
     entries = [
-        # format 1 kept one list of record keys for the whole task: the first entry carries it
         InputEntry(input_id, refs, times.get(input_id, {}), records if index == 0 else [])
         for index, (input_id, refs) in enumerate(document["inputs"])
     ]
-    manifest = Manifest(document.get("spec", {}), document.get("config", {}), document.get("stages", {}), entries)
+    return Manifest(document.get("spec", {}), document.get("config", {}), document.get("stages", {}), entries)
+
+
+def _header_from_format1(digest: str, document: dict[str, Any]) -> ManifestHeader:
+    """A format-1 manifest (one tagged document with every input) as a header holding its entries."""
+    manifest = manifest_from_format1(from_canonical(document))
     return ManifestHeader(
-        digest, 1, manifest.spec, manifest.config, manifest.stages, manifest.input_ids, manifest.fields, [], 0, entries
+        digest,
+        1,
+        manifest.spec,
+        manifest.config,
+        manifest.stages,
+        manifest.input_ids,
+        manifest.fields,
+        [],
+        0,
+        manifest.inputs,
     )
 
 

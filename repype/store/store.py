@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from repype.store import codecs, layout, manifests
@@ -239,15 +239,18 @@ class Store:
 
     # --- manifests and refs --------------------------------------------------------------------
 
-    def put_manifest(self, name: str, manifest: Manifest) -> str:
+    def put_manifest(self, name: str, manifest: Manifest | Mapping[str, Any]) -> str:
         """Writes `manifest` and points the ref `name` at it; returns the manifest's digest.
 
         Every stored value the manifest refers to must be written before. When the ref already
         points at an intact copy of this manifest, nothing is written (a damaged ref or manifest
-        header is rewritten).
+        header is rewritten). A mapping is read as a format-1 document
+        (:func:`repype.store.manifests.manifest_from_format1`) and written in the current format.
         """
         if not name:
             raise StoreError("a ref needs a non-empty name")
+        if not isinstance(manifest, Manifest):
+            manifest = manifests.manifest_from_format1(manifest)
         encoded = manifests.encode_manifest(manifest)
         header_key = layout.metadata_key(layout.manifest_path(encoded.digest))
         if self._ref_is_current(name, encoded.digest, header_key, encoded.header):
@@ -339,15 +342,26 @@ class Store:
         ref = self.get_ref(name)
         return None if ref is None else ref.manifest
 
-    def list_refs(self) -> list[str]:
-        """The names of all refs, sorted; raises :class:`IntegrityError` naming a damaged ref."""
+    def list_refs(self, strict: bool = True) -> list[str]:
+        """The names of all refs, sorted; raises :class:`IntegrityError` naming a damaged ref.
+
+        With `strict=False`, a damaged ref is listed under its node name instead (the best guess
+        at its name), for listings that report damage rather than stop at it.
+        """
         nodes = [f"refs/{node}" for node in self.backend.list_dir("refs") if node != layout.METADATA]
         documents = self.backend.get_many(layout.metadata_key(path) for path in nodes)
-        return sorted(
-            manifests.parse_ref(path, documents[layout.metadata_key(path)]).name
-            for path in nodes
-            if documents[layout.metadata_key(path)] is not None
-        )
+        names = []
+        for path in nodes:
+            raw = documents[layout.metadata_key(path)]
+            if raw is None:
+                continue
+            try:
+                names.append(manifests.parse_ref(path, raw).name)
+            except IntegrityError:
+                if strict:
+                    raise
+                names.append(layout.ref_name_guess(path))
+        return sorted(names)
 
     def delete_ref(self, name: str) -> None:
         """Removes the ref `name` (what it reaches stays until :meth:`gc`)."""
@@ -355,9 +369,13 @@ class Store:
 
     # --- browsing and maintenance ------------------------------------------------------------
 
-    def tasks(self) -> list[str]:
-        """Names of the tasks in the store (their refs); raises :class:`IntegrityError` naming a damaged ref."""
-        return self.list_refs()
+    def tasks(self, strict: bool = True) -> list[str]:
+        """Names of the tasks in the store (their refs); raises :class:`IntegrityError` naming a damaged ref.
+
+        With `strict=False`, a task whose ref is damaged is listed under its best-guess name, and
+        `task(name)` then raises the IntegrityError (how `repype store ls` lists it as damaged).
+        """
+        return self.list_refs(strict)
 
     def task(self, name: str) -> Any:
         """A view of the completed task `name`: inputs, fields, config, times, values.
