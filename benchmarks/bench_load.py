@@ -11,7 +11,7 @@ Two tasks:
   loads the dict (`summary`, JSON) and, in a second column, the array (`signal`, a Zarr array),
   and in a third the array from a store that packs tiny arrays (`pack_limit`);
 * image inputs (N = 10 ... 1,000): each input also holds a 128x128 float32 image (64 KiB), so the
-  pickle grows with N; repype loads a 32-bin histogram.
+  pickle grows with N; repype loads a 32-bin histogram (also from a store that packs it).
 
 repype's load is `repype.store.open(path, mode='r').task(name).field(id, name)`; the pickle's is
 `dill.load(gzip.open(path))[id][name]`. The "warm" column is `field()` alone on an open view.
@@ -238,8 +238,10 @@ def image_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]
         [
             "N",
             "repype s",
+            "packed s",
             "pickle s",
             "speedup",
+            "speedup (packed)",
             "repype warm ms",
             "repype RSS MiB",
             "pickle RSS MiB",
@@ -254,14 +256,17 @@ def image_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]
         data.update((input_id, image_input(input_id)) for input_id in range(len(data) + 1, n + 1))
         task_data = {input_id: data[input_id] for input_id in range(1, n + 1)}
         store_path, pickle_path = tmp / f"image-store-{n}", tmp / f"image-{n}.pkl.gz"
+        packed_path = tmp / f"image-packed-{n}"
         write_repype(str(store_path), task_data)
+        write_repype(str(packed_path), task_data, pack_limit=repype.store.codecs.PACK_LIMIT)
         PickleTask(pickle_path).store(task_data)
         cases[n, "repype"] = ("repype", store_path, n // 2 + 1, "histogram")
+        cases[n, "packed"] = ("repype", packed_path, n // 2 + 1, "histogram")
         cases[n, "pickle"] = ("pickle", pickle_path, n // 2 + 1, "histogram")
     results = measure_all(cases, repeat)
     for n in sizes:
-        repype_load, pickle_load = results[n, "repype"], results[n, "pickle"]
-        assert repype_load["digest"] == pickle_load["digest"]
+        repype_load, packed_load, pickle_load = (results[n, kind] for kind in ("repype", "packed", "pickle"))
+        assert repype_load["digest"] == packed_load["digest"] == pickle_load["digest"]
         store_path, pickle_path, target = cases[n, "repype"][1], cases[n, "pickle"][1], n // 2 + 1
         view = repype.store.open(str(store_path), mode="r").task(TASK)
         view.field(target, "histogram")
@@ -270,8 +275,10 @@ def image_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]
         table.add(
             n,
             repype_load["seconds"],
+            packed_load["seconds"],
             pickle_load["seconds"],
             speedups[n],
+            ratio(pickle_load["seconds"], packed_load["seconds"]),
             warm * 1000,
             repype_load["rss_mib"],
             pickle_load["rss_mib"],
