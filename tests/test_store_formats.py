@@ -95,3 +95,22 @@ def test_a_format1_store_verifies_clean(tree):
     report = repype.store.open(tree / "store", mode="r").verify()
     assert report.ok, report.format()
     assert report.checked_manifests == 2
+
+
+def test_the_records_of_a_format1_store_are_reused_while_stage_keys_stay(tree):
+    """The runner still computes the keys that format-1 code recorded (unless the key schema or a stage changed)."""
+    import json
+
+    from repype.pipeline import create_pipeline
+    from repype.store import KEY_SCHEMA_VERSION
+
+    pipeline = create_pipeline([BUILDER.Load(), BUILDER.Describe()])
+    recorded = json.loads((tree / ".sha.json").read_text())["stages"]
+    unchanged = []
+    for stage in pipeline.stages:
+        if KEY_SCHEMA_VERSION != 1 or stage.sha != recorded[stage.id]:
+            break
+        unchanged.append(stage.id)
+    task = Batch().task(tree)
+    plan = task.reuse_plan(pipeline, task.create_config())
+    assert plan == {input_id: unchanged for input_id in INPUT_IDS}
