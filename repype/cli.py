@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import repype.status
+from repype import audit, checks
 from repype.batch import Batch, RunContext
 from repype.console import ConsoleReader, format_hms  # noqa: F401 (format_hms: upstream's name here)
 from repype.task import Task
@@ -58,6 +59,8 @@ def main(
     executor: int | str | None = None,
     yes: bool = False,
     debug: bool = False,
+    strict: bool = False,
+    check_determinism: float | None = None,
 ) -> Callable[[], Coroutine[Any, Any, bool]]:
     """Loads the task tree at `path` and returns a coroutine function that does the work (as upstream).
 
@@ -69,6 +72,12 @@ def main(
     names nothing runnable raises :class:`SelectionError`. `executor` (**new**) fans inputs out
     as in :meth:`repype.task.Task.run`. Progress is printed by `status_reader_cls`, called as
     ``status_reader_cls(status.filepath, batch=batch)``.
+
+    Unless resetting, the selected tasks' configuration is checked first (**new**, see
+    :mod:`repype.checks`): warnings go to standard error, errors (all findings with `strict`)
+    raise :class:`repype.checks.ConfigurationError` before anything runs. With
+    `check_determinism` (**new**, a fraction), the coroutine re-runs that share of the recorded
+    executions of the selected tasks instead (see :mod:`repype.audit`), True when all matched.
 
     Raises `AssertionError` when both `run` and `reset` are given, and the errors of loading
     the tree (a broken `task.yml`, a pipeline that cannot be imported) at once.
@@ -85,9 +94,13 @@ def main(
     if not batch.tasks:
         raise SelectionError(f"no task.yml in {root} or below it: not a task tree")
     selected = select(batch, root, tasks, task_dirs)
+    if not reset:  # warnings are printed; errors stop here, before anything runs
+        checks.report(checks.batch_findings(selected, strict, lambda task: _relative(root, task.path)), sys.stderr)
     contexts = selected if reset else [context for context in selected if context.pending]
 
     async def _main() -> bool:
+        if check_determinism is not None:
+            return audit.audit_command(selected, check_determinism, sys.stdout) == 0
         if reset:
             return reset_tasks(contexts, yes)
         print_plan(root, contexts, up_to_date=len(selected) - len(contexts))
@@ -149,6 +162,14 @@ def batch_parser() -> argparse.ArgumentParser:
     action.add_argument("--run", action="store_true", help="run the selected pending tasks")
     action.add_argument("--reset", action="store_true", help="reset the selected tasks (asks to confirm)")
     parser.add_argument("--yes", action="store_true", help="with --reset: do not ask to confirm")
+    action.add_argument(
+        "--check-determinism",
+        action="store_true",
+        help="re-run recorded stage executions of the selected tasks and compare their outputs",
+    )
+    parser.add_argument(
+        "--sample", type=float, default=1.0, metavar="FRACTION", help="with --check-determinism: re-run this share"
+    )
     parser.add_argument("--task", action="append", default=[], type=pathlib.Path, help="select this task")
     parser.add_argument(
         "--task-dir", action="append", default=[], type=pathlib.Path, help="select the tasks in this directory"
@@ -166,6 +187,9 @@ def batch_parser() -> argparse.ArgumentParser:
         help="run the inputs on the Dask scheduler at ADDRESS (default: a new local cluster)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument(
+        "--strict", action="store_true", help="configuration warnings are errors: exit 1 and run nothing"
+    )
     return parser
 
 
@@ -190,6 +214,8 @@ def batch_main(
             executor=args.dask if args.dask is not None else args.jobs,
             yes=args.yes,
             debug=args.debug,
+            strict=args.strict,
+            check_determinism=args.sample if args.check_determinism else None,
         )
         with _interrupted_by_sigterm():
             return 0 if asyncio.run(coroutine()) else 1

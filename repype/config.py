@@ -132,6 +132,40 @@ class Config:
         return f"<{type(self).__name__}, {self.entries!s}>"
 
 
+class TrackedConfig(Config):
+    """A `Config` that records which keys are read, for reporting hyperparameters nobody read.
+
+    `get`, `[]`, `in`, `pop`, `set_default` and `update` record the full path of their key in
+    `reads` (a set shared by the sections it hands out, which are tracked too); reading
+    `entries` directly is not seen. Wraps `other` (a dict) without copying, like `Config`.
+    """
+
+    def __init__(self, other: dict | None = None, reads: set[str] | None = None, prefix: str = "") -> None:
+        super().__init__(other)
+        self.reads: set[str] = set() if reads is None else reads
+        self._prefix = prefix
+
+    def _tracked(self, key: str, value: Any) -> Any:
+        self.reads.add(self._prefix + key)
+        if isinstance(value, Config):
+            return TrackedConfig(value.entries, self.reads, f"{self._prefix}{key}/")
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._tracked(key, super().get(key, default))
+
+    def __getitem__(self, key: str) -> Any:
+        self.reads.add(self._prefix + key)
+        return self._tracked(key, super().__getitem__(key))
+
+    def __contains__(self, key: str) -> bool:
+        self.reads.add(self._prefix + key)
+        return super().__contains__(key)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        return self._tracked(key, super().pop(key, default))
+
+
 def _merge_into(target: dict, source: dict) -> None:
     for key, value in source.items():
         value = Config._unwrap(value)

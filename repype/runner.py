@@ -23,9 +23,9 @@ from typing import Any
 import dill
 
 import repype.store
-from repype.config import Config
+from repype.config import Config, TrackedConfig
 from repype.pipeline import Pipeline, StageError
-from repype.stage import Stage
+from repype.stage import Stage, signature_sha
 from repype.store import IntegrityError, SerializationError, Store
 from repype.store.keys import stage_key
 from repype.typing import InputID
@@ -67,6 +67,8 @@ class InputRun:
     times: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
+    reads: dict[str, set[str]] = field(default_factory=dict)
+    """Hyperparameter keys each stage that ran read (see :class:`repype.config.TrackedConfig`)."""
     next_stage: int = 0
 
     @property
@@ -132,7 +134,9 @@ class InputRunner:
         stage_config = self.stage_config(run, stage)
         digests = {name: run.refs[name]["digest"] for name in sorted(stage.inputs)}
         extra = stage.key_material(self.pipeline, run.input_id, stage_config)
-        return stage_key(stage.sha, stage_config.entries, digests, extra=extra)
+        signature = stage.signature  # computed once: it walks the code the stage reaches
+        sha, distributions = signature_sha(signature), signature["distributions"]
+        return stage_key(sha, stage_config.entries, digests, extra=extra, distributions=distributions)
 
     def advance_recorded(self, runs: Iterable[InputRun]) -> None:
         """Adopt recorded stage executions for every run, as far as the store has them.
@@ -248,10 +252,12 @@ class InputRunner:
     def _run_stage(self, run: InputRun, stage: Stage) -> None:
         for name in stage.inputs:
             self._materialize(run, name)
+        config = self.stage_config(run, stage)
+        if isinstance(config, Config):
+            config = TrackedConfig(config.entries)
+            run.reads[stage.id] = config.reads
         try:
-            elapsed = stage.run(
-                self.pipeline, run.input_id, run.values, self.stage_config(run, stage), status=self.status
-            )
+            elapsed = stage.run(self.pipeline, run.input_id, run.values, config, status=self.status)
         except Exception as error:
             raise StageError(stage, input_id=run.input_id) from error
         run.times[stage.id] = elapsed
@@ -353,6 +359,7 @@ def resolved_state(run: InputRun) -> dict[str, Any]:
         "times": run.times,
         "reused": run.reused,
         "executed": run.executed,
+        "reads": run.reads,
         "next_stage": run.next_stage,
     }
 
@@ -366,5 +373,6 @@ def adopt_resolved_state(run: InputRun, pipeline: Pipeline, state: dict[str, Any
     run.times = state["times"]
     run.reused = state["reused"]
     run.executed = state["executed"]
+    run.reads = state["reads"]
     run.next_stage = state["next_stage"]
     run.values = {"input_id": run.input_id}

@@ -53,6 +53,7 @@ SPEC_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "marginal_stages": (_is_str_list, "a list of stage ids or dotted stage class paths"),
     "store": (_is_str, "a path or an fsspec URL"),
     "storage_options": (_is_mapping, "a mapping of fsspec storage options"),
+    "strict": (lambda value: isinstance(value, bool), "true or false"),
 }
 """Every spec key repype reads: a check of its value and the words for what it expects."""
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import inspect
 import json
 import os
 import re
-import textwrap
 import time
 import types
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
 import xxhash
 
 import repype.status
+from repype import fingerprint
 
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOKEN = re.compile(r"[0-9]+|[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
@@ -188,35 +185,48 @@ class Stage:
 
         It covers the code of every method defined by the stage class and its bases other than
         `Stage` itself, mixins included (as a syntax tree when the source is available, so
-        comments and formatting do not count; otherwise bytecode with its constants and default
-        argument values), its JSON-able class attributes
-        (`inputs`, `outputs`, ...) and `signature_bump`. It is the same in every process. The
-        fingerprint of each method is computed once per function object (parsing is slow).
+        comments, formatting and docstrings do not count; otherwise bytecode with its constants
+        and default argument values), its JSON-able class attributes (`inputs`, `outputs`, ...)
+        and `signature_bump`; and, under `closure`, the user code those methods reach through
+        their globals, closures and default values, transitively: module-level functions,
+        classes and constants (see :func:`repype.fingerprint.reach`). Installed distributions
+        they reach count by name and version (`distributions`); the standard library does not
+        count. It is the same in every process. Fingerprints are computed once per function object.
 
-        It cannot see code outside the class, such as module-level helper functions or
-        libraries the stage calls: change `signature_bump` (any JSON-able value) when such code
-        changes the results.
+        It cannot see what is reached without being named in the code (a name built at run
+        time and passed to `getattr`, code loaded from files at run time) nor the state of
+        objects other than plain data: change `signature_bump` (any JSON-able value) when such
+        code changes the results.
         """
         classes = [cls for cls in type(self).__mro__ if cls not in (Stage, object)]  # mixins included
-        methods: dict[str, str] = {}
+        methods: dict[str, types.FunctionType] = {}
         attributes: dict[str, Any] = {}
+        others: dict[str, Any] = {}
         for cls in reversed(classes):
             for name, member in vars(cls).items():
-                function = _function_of(member)
+                function = fingerprint.function_of(member)
                 if function is not None:
-                    methods[name] = _code_fingerprint(function)
+                    methods[name] = function
                 elif not name.startswith("__"):
-                    jsonable = _jsonable(member)
-                    if jsonable is not _NOT_JSON:
+                    jsonable = fingerprint.as_json(member)
+                    if jsonable is not fingerprint.NOT_JSON:
                         attributes[name] = jsonable
+                    else:
+                        others[f"{cls.__qualname__}.{name}"] = member
         attributes["id"] = self.id
-        return {"id": self.id, "methods": methods, "attributes": attributes}
+        reached = fingerprint.reach(methods.values(), values=others, exclude=classes, home=type(self).__module__)
+        return {
+            "id": self.id,
+            "methods": {name: fingerprint.code_fingerprint(function) for name, function in methods.items()},
+            "attributes": attributes,
+            "closure": reached.code,
+            "distributions": reached.distributions,
+        }
 
     @property
     def sha(self) -> str:
-        """SHA-1 hex digest of :attr:`signature`."""
-        text = json.dumps(self.signature, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+        """SHA-1 hex digest of :attr:`signature` (see :func:`signature_sha`)."""
+        return signature_sha(self.signature)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.signature == self.signature
@@ -228,72 +238,7 @@ class Stage:
         return f"<{type(self).__name__} '{self.id}'>"
 
 
-_NOT_JSON = object()
-_FINGERPRINTS: weakref.WeakKeyDictionary[types.FunctionType, str] = weakref.WeakKeyDictionary()
-"""Code fingerprints by function: reading and parsing the source of a method costs milliseconds."""
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` as plain JSON data (sets sorted), or `_NOT_JSON`."""
-    if isinstance(value, set | frozenset):
-        value = sorted(value, key=repr)
-    elif isinstance(value, tuple):
-        value = list(value)
-    try:
-        json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError):
-        return _NOT_JSON
-    return value
-
-
-def _function_of(member: Any) -> types.FunctionType | None:
-    if isinstance(member, staticmethod | classmethod):
-        member = member.__func__
-    elif isinstance(member, property):
-        member = member.fget
-    return member if isinstance(member, types.FunctionType) else None
-
-
-def _code_fingerprint(function: types.FunctionType) -> str:
-    """Digest of a function's code that is stable across processes and formatting (cached)."""
-    if function not in _FINGERPRINTS:
-        _FINGERPRINTS[function] = _compute_fingerprint(function)
-    return _FINGERPRINTS[function]
-
-
-def _compute_fingerprint(function: types.FunctionType) -> str:
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
-        defaults = [
-            _constant_text(function.__defaults__),
-            _constant_text(sorted((function.__kwdefaults__ or {}).items())),
-        ]
-        text = "|".join([_bytecode_text(function.__code__), *defaults])
-        return "code:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
-    for node in ast.walk(tree):
-        _strip_docstring(node)
-    return "ast:" + hashlib.sha1(ast.dump(tree, include_attributes=False).encode("utf-8")).hexdigest()
-
-
-def _strip_docstring(node: ast.AST) -> None:
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
-        first = node.body[0]
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-            node.body = node.body[1:] or [ast.Pass()]
-
-
-def _bytecode_text(code: types.CodeType) -> str:
-    """Bytecode, names and constants (nested code included), without addresses or line numbers."""
-    constants = [_constant_text(const) for const in code.co_consts]
-    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames), repr(constants), str(code.co_argcount)]
-    return "|".join(parts)
-
-
-def _constant_text(const: Any) -> str:
-    if isinstance(const, types.CodeType):
-        return _bytecode_text(const)
-    if isinstance(const, frozenset):  # iteration order depends on hash randomisation
-        return "frozenset:" + repr(sorted(_constant_text(item) for item in const))
-    return f"{type(const).__name__}:{const!r}"
+def signature_sha(signature: dict[str, Any]) -> str:
+    """SHA-1 hex digest of a stage's :attr:`Stage.signature`: what `Stage.sha` is, for a signature already at hand."""
+    text = json.dumps(signature, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()

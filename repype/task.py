@@ -23,6 +23,7 @@ import yaml
 import repype.pipeline
 import repype.status
 import repype.store
+from repype import checks
 from repype.benchmark import Benchmark
 from repype.canonical import canonical_json
 from repype.config import Config
@@ -166,6 +167,8 @@ class Task:
         self.spec = spec if spec is not None else {}
         self.parent = parent
         validate_spec(self.path, self.spec)
+        self.findings: list[checks.Finding] = []
+        """What the last :meth:`run` found: hyperparameters that a stage never read (**new**)."""
 
     def __repr__(self) -> str:
         return f"Task({str(self.path)!r})"
@@ -507,6 +510,10 @@ class Task:
         With `return_data=False` (**new**), nothing is loaded back from the store and None is
         returned: what a batch does, since nobody receives the data there.
 
+        Afterwards :attr:`findings` lists the hyperparameters of the task's config that a stage
+        which ran never read (on any input; a likely typo, with the closest name it did read),
+        each also reported to `status` as an event with `info="finding"` and a `text` line.
+
         `executor` (**new**) fans the inputs out: None or 1 runs them here, in order; an int N
         runs them in N local processes; `'dask'` on a local Dask cluster; a scheduler address
         on that Dask cluster (see :func:`repype.executor.create_executor`). Workers open the
@@ -544,6 +551,9 @@ class Task:
                 workers.close()
         repype.status.update(status, info="storing", intermediate=True)
         self._commit(runner, runs, config, self._times_of(runs))
+        self.findings = checks.unread_findings(str(self.path), [(run.config.entries, run.reads) for run in runs])
+        for finding in self.findings:
+            repype.status.update(status, str(finding), info="finding", kind=finding.kind, key=finding.key)
         data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
         repype.status.update(status, info="completed", task=str(self.path.resolve()))
         return data

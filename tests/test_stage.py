@@ -688,10 +688,13 @@ def test_sha_changes_with_staticmethod_and_property(make_sha):
     template = (
         "\n    @staticmethod\n    def helper():\n        return {}\n"
         "\n    @property\n    def value(self):\n        return {}\n"
+        "\n    @functools.cached_property\n    def cached(self):\n        return {}\n"
     )
-    base = make_sha(_variant_source() + template.format(1, 1))
-    assert make_sha(_variant_source() + template.format(2, 1)) != base
-    assert make_sha(_variant_source() + template.format(1, 2)) != base
+    source = "import functools\n" + _variant_source()
+    base = make_sha(source + template.format(1, 1, 1))
+    assert make_sha(source + template.format(2, 1, 1)) != base
+    assert make_sha(source + template.format(1, 2, 1)) != base
+    assert make_sha(source + template.format(1, 1, 2)) != base
 
 
 def test_sha_changes_with_inputs_outputs_and_id(make_sha):
@@ -707,10 +710,13 @@ def test_sha_ignores_set_attribute_order(make_sha):
     assert make_sha(_variant_source(tags="frozenset({'a', 'b'})")) == make_sha(_variant_source(tags="{'b', 'a'}"))
 
 
-def test_sha_ignores_non_json_attribute(make_sha):
+def test_sha_counts_non_json_attribute_by_class_or_canonical_value(make_sha):
     base = make_sha(_variant_source(tags="object()"))
-    assert make_sha(_variant_source(tags="type('T', (), {})()")) == base
-    assert make_sha(_variant_source(tags="{'a': {1, 2}}")) == base  # a set inside a dict is not JSON-able
+    assert make_sha(_variant_source(tags="object()")) == base  # an instance counts by its class, not its address
+    assert make_sha(_variant_source(tags="type('T', (), {})()")) != base
+    nested = make_sha(_variant_source(tags="{'a': {1, 2}}"))  # not JSON, but canonical data
+    assert nested not in (base, make_sha(_variant_source(tags="{'a': {1, 3}}")))
+    assert make_sha(_variant_source(tags="{'a': {2, 1}}")) == nested
     assert make_sha(_variant_source(tags="[]")) != base
 
 

@@ -11,8 +11,12 @@ from repype.canonical import canonical as canonical_form
 from repype.canonical import canonical_json as canonical_text
 from repype.store.errors import KeyMaterialError
 
-KEY_SCHEMA_VERSION = 1
-"""Version of the key document; part of every key, so a new key computation never collides with old records."""
+KEY_SCHEMA_VERSION = 2
+"""Version of the key document; part of every key, so a new key computation never collides with old records.
+
+2: `Stage.sha` covers the user code a stage reaches; the document records the versions of the
+installed distributions it reaches (`distributions`).
+"""
 
 
 def canonical(value: Any) -> Any:
@@ -32,7 +36,11 @@ def canonical_json(value: Any) -> str:
 
 
 def key_document(
-    stage_sha: str, hyperparameters: Mapping[str, Any], inputs: Mapping[str, str], extra: Any = None
+    stage_sha: str,
+    hyperparameters: Mapping[str, Any],
+    inputs: Mapping[str, str],
+    extra: Any = None,
+    distributions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The document a stage-execution key is the SHA-1 of (useful to explain a key)."""
     return {
@@ -41,10 +49,17 @@ def key_document(
         "hyperparameters": canonical(dict(hyperparameters)),
         "inputs": {name: str(digest) for name, digest in inputs.items()},
         "extra": canonical(extra),
+        "distributions": {str(name): str(version) for name, version in (distributions or {}).items()},
     }
 
 
-def stage_key(stage_sha: str, hyperparameters: Mapping[str, Any], inputs: Mapping[str, str], extra: Any = None) -> str:
+def stage_key(
+    stage_sha: str,
+    hyperparameters: Mapping[str, Any],
+    inputs: Mapping[str, str],
+    extra: Any = None,
+    distributions: Mapping[str, str] | None = None,
+) -> str:
     """Key of a stage execution: SHA-1 hex of the canonical JSON of :func:`key_document`.
 
     Args:
@@ -52,8 +67,12 @@ def stage_key(stage_sha: str, hyperparameters: Mapping[str, Any], inputs: Mappin
         hyperparameters: The stage's hyperparameters as adopted for the input.
         inputs: Content digest of every field the stage reads, by field name.
         extra: Extra key material the stage declares (`Stage.key_material`), or None.
+        distributions: Versions of the installed distributions the stage's code reaches, by
+            name (`Stage.signature["distributions"]`; `Stage.sha` covers them too, the
+            document names them so that a changed version can be explained).
     """
-    text = json.dumps(key_document(stage_sha, hyperparameters, inputs, extra), sort_keys=True, separators=(",", ":"))
+    document = key_document(stage_sha, hyperparameters, inputs, extra, distributions)
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
