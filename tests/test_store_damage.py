@@ -54,9 +54,11 @@ def node_file(tasks: dict, path: str) -> pathlib.Path:
     return pathlib.Path(tasks[""].store_url) / layout.metadata_key(path)
 
 
-def record_of_stage(store: repype.store.Store, stage: str) -> str:
+def record_of_stage(store: repype.store.Store, stage: str, task: str | None = None) -> str:
+    """A record of `stage` (one that `task` reached, when given)."""
     inventory = maintenance.take_inventory(store.backend)
-    return sorted(key for key, record in inventory.records.items() if record.stage == stage)[0]
+    reached = inventory.manifests[store.ref_target(task)].records if task is not None else inventory.records
+    return sorted(key for key, record in inventory.records.items() if record.stage == stage and key in reached)[0]
 
 
 def listing(*roots: pathlib.Path) -> dict[str, tuple[int, int]]:
@@ -106,7 +108,7 @@ def test_a_damaged_record_is_reported_once_recomputed_and_replaced(tmp_path, cou
 def test_a_damaged_record_does_not_abort_a_command_line_run(tmp_path, counts):
     tasks = tree(tmp_path)
     assert repype_cli(str(tasks[""].path), "--run").returncode == 0
-    key = record_of_stage(store_of(tasks), "threshold")
+    key = record_of_stage(store_of(tasks), "threshold", task="child")
     node_file(tasks, layout.record_path(key)).write_bytes(GARBAGE)
     (tasks["child"].path / ".sha.json").unlink()  # the child runs again, reusing the root's records
     before = read_counts(counts)
