@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -1026,33 +1025,6 @@ def test_plain_zarr_can_walk_the_store(local_url):
     assert any(path.startswith("records/") for path in members)
     assert any(path.startswith("refs/") for path in members)
     assert any(path.startswith("manifests/") for path in members)
-
-
-# --- concurrency ----------------------------------------------------------------------------------
-
-
-def test_concurrent_writers_of_the_same_values(store_url):
-    values = [np.full((20, 20), index, dtype=np.int32) for index in range(1, 3)]
-    errors = []
-
-    def write() -> None:
-        try:
-            store = store_url.open()
-            for value in values:
-                store.put_value(value)
-        except Exception as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=write) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    store = store_url.open(mode="r")
-    assert len(blob_digests(store)) == len(values)
-    for value in values:
-        assert_same(store.get_value(store.describe(value) | {"stored": True}), value)
 
 
 # --- more codec details ---------------------------------------------------------------------------

@@ -222,42 +222,6 @@ def test_damaged_blob_metadata_never_yields_a_wrong_value(local, position, mask)
         path.write_bytes(original)
 
 
-def test_verify_reports_damage_and_repair_deletes_it(local):
-    root, store = local
-    good = store.put_value(compressible(offset=7), "other")
-    value = compressible()
-    ref = store.put_value(value, "img")
-    key, good_key = key_of("damaged"), key_of("good")
-    store.put_record(key, {"img": ref, "other": good}, 1.0, stage="s")
-    store.put_record(good_key, {"other": good}, 1.0, stage="s")
-    assert store.verify().ok
-
-    smash(chunk_files(root, ref["digest"])[0], 0.2)
-    report = store.verify()
-    assert not report.ok
-    assert set(report.damaged_blobs) == {ref["digest"]}
-    assert set(report.broken_records) == {key}
-    assert ref["digest"] in report.broken_records[key]
-    text = report.format()
-    assert ref["digest"] in text and key in text and "DAMAGED" in text
-
-    repaired = store.verify(repair=True)
-    assert not repaired.ok and repaired.repaired
-    assert not blob_dir(root, ref["digest"]).exists()
-    assert not record_dir(root, key).exists()
-    assert store.get_record(key) is None
-    after = store.verify()
-    assert after.ok, after.format()
-    assert after.checked_blobs == 1 and after.checked_records == 1
-    np.testing.assert_array_equal(store.get_value(good), compressible(offset=7))
-    assert store.get_record(good_key) is not None
-
-    again = store.put_value(value, "img")  # a plain put re-creates the deleted blob
-    assert again == ref
-    np.testing.assert_array_equal(repype.store.open(str(root)).get_value(ref), value)
-    assert store.verify().ok
-
-
 def test_rewrite_repairs_a_damaged_blob_in_place(local):
     root, store = local
     value = compressible()
@@ -270,37 +234,6 @@ def test_rewrite_repairs_a_damaged_blob_in_place(local):
     assert fresh.put_value(value, "img", rewrite=True) == ref
     np.testing.assert_array_equal(fresh.get_value(ref, context=CONTEXT), value)
     assert fresh.verify().ok
-
-
-def test_verify_reports_record_with_invalid_json(local):
-    root, store = local
-    ref = store.put_value(compressible(), "img")
-    key = key_of("bad-json")
-    store.put_record(key, {"img": ref}, 1.0)
-    (record_dir(root, key) / "zarr.json").write_bytes(b'{"zarr_format": 3, "node_type": "gro')
-    report = repype.store.open(str(root)).verify()
-    assert not report.ok
-    assert set(report.broken_records) == {key}
-    assert key in report.format()
-    with pytest.warns(repype.store.IntegrityWarning, match=key):  # a damaged record counts as missing
-        assert repype.store.open(str(root)).get_record(key) is None
-    assert repype.store.open(str(root)).verify(repair=True).repaired
-    assert repype.store.open(str(root)).verify().ok
-    assert repype.store.open(str(root)).get_record(key) is None
-
-
-def test_verify_reports_manifest_and_ref_reaching_a_damaged_value(local):
-    root, store = local
-    value = compressible()
-    ref = store.put_value(value, "img")
-    digest = store.put_manifest("task/a", manifest([[0, {"img": ref}]]))
-    smash(chunk_files(root, ref["digest"])[0])
-    report = store.verify()
-    assert set(report.broken_manifests) == {digest}
-    assert set(report.broken_refs) == {"task/a"}
-    store.verify(repair=True)
-    assert store.verify().ok
-    assert store.list_refs() == []
 
 
 def manifest(inputs: list, records: list | None = None) -> repype.store.Manifest:
@@ -325,22 +258,6 @@ def test_partial_record_write_leftover_is_not_damage(local):
     (leftover / "zarr.0123456789abcdef0123456789abcdef.partial").write_bytes(b'{"zarr_format":3,"node_ty')
     report = store.verify()
     assert report.ok, report.format()
-
-
-@pytest.mark.parametrize("section", ["blobs", "manifests", "refs"])
-def test_verify_reports_nodes_with_invalid_metadata(local, section):
-    root, store = local
-    ref = store.put_value(compressible(), "img")
-    digest = store.put_manifest("a", manifest([[0, {"img": ref}]]))
-    node = {
-        "blobs": blob_dir(root, ref["digest"]),
-        "manifests": root / "manifests" / digest[:2] / digest,
-        "refs": root / "refs" / "a",
-    }[section]
-    (node / "zarr.json").write_bytes(b"{not json")
-    report = store.verify()  # raises json.JSONDecodeError (a ValueError) today
-    assert not report.ok
-    assert ref["digest"] in report.damaged_blobs or digest in report.broken_manifests or "a" in report.broken_refs
 
 
 def test_manifest_inline_values_round_trip(local):
@@ -832,12 +749,7 @@ def test_long_running_writer_rewrites_a_value_that_gc_deleted(tmp_path):
     assert report.ok, report.format()
 
 
-# --- du / ls --------------------------------------------------------------------------------------
-
-
-def stored_bytes(root: Path, ref: dict) -> int:
-    document = json.loads((blob_dir(root, ref["digest"]) / "zarr.json").read_bytes())
-    return document["attributes"]["repype"]["stored_bytes"]
+# --- command line ---------------------------------------------------------------------------------
 
 
 def build_two_tasks(root: Path) -> tuple[repype.store.Store, dict[str, dict]]:
@@ -855,50 +767,6 @@ def build_two_tasks(root: Path) -> tuple[repype.store.Store, dict[str, dict]]:
     )
     store.put_manifest("beta/sub", manifest([["x", {"big": refs["shared"], "small": refs["own_b"], "name": inline}]]))
     return store, refs
-
-
-def test_du_reports_shared_and_unique_bytes_and_dedup_ratio(tmp_path):
-    root = tmp_path / "store"
-    store, refs = build_two_tasks(root)
-    size = {name: stored_bytes(root, ref) for name, ref in refs.items()}
-    assert size["shared"] > 300_000
-    assert size["shared"] == sum(p.stat().st_size for p in chunk_files(root, refs["shared"]["digest"]))
-
-    report = store.du()
-    by_name = {task.name: task for task in report.tasks}
-    assert list(by_name) == ["alpha", "beta/sub"]
-    alpha, beta = by_name["alpha"], by_name["beta/sub"]
-    assert (alpha.inputs, alpha.fields) == (2, ["big", "small"])
-    assert (beta.inputs, beta.fields) == (1, ["big", "name", "small"])
-    assert alpha.bytes == size["shared"] + size["own_a"]  # the shared value counts once per task
-    assert beta.bytes == size["shared"] + size["own_b"]
-    assert (alpha.unique, beta.unique) == (size["own_a"], size["own_b"])
-    assert report.logical_bytes == alpha.bytes + beta.bytes
-    assert report.physical_bytes == size["shared"] + size["own_a"] + size["own_b"]
-    assert report.total_bytes == sum(size.values())
-    assert report.dedup_ratio == pytest.approx(report.logical_bytes / report.physical_bytes)
-    assert 1.5 < report.dedup_ratio < 2
-    text = report.format()
-    assert "alpha" in text and "beta/sub" in text
-    assert f"dedup ratio {report.dedup_ratio:.2f}" in text
-
-    listing = store.ls()
-    assert [task.name for task in listing.tasks] == ["alpha", "beta/sub"]
-    assert "alpha" in listing.format() and "beta/sub" in listing.format()
-
-
-def test_du_of_an_empty_store_and_without_sharing(tmp_path):
-    store = repype.store.open(str(tmp_path / "store"))
-    empty = store.du()
-    assert empty.tasks == [] and empty.dedup_ratio == 1.0 and empty.total_bytes == 0
-    ref = store.put_value(compressible(), "img")
-    store.put_manifest("only", manifest([[0, {"img": ref}]]))
-    report = store.du()
-    assert report.dedup_ratio == 1.0
-    assert report.tasks[0].bytes == report.tasks[0].unique == report.physical_bytes > 0
-
-
-# --- command line ---------------------------------------------------------------------------------
 
 
 def repype_cli(*args: str) -> subprocess.CompletedProcess:
