@@ -498,6 +498,20 @@ class StoreContract:
         assert report.ok and (report.checked_blobs, report.checked_records, report.checked_manifests) == (3, 1, 1)
         assert location.open().gc(grace=0, dry_run=False).blobs == []
 
+    def test_gc_removes_the_shards_of_a_manifest_whose_writer_stopped_before_its_header(self, location, raw):
+        store = location.open()
+        value = store.put_value(ramp(3000, 40_000), "x")
+        digest = store.put_manifest("t", manifest({index: {"x": value} for index in range(3)}))
+        path = layout.manifest_path(digest)
+        for key in (layout.metadata_key(path), layout.metadata_key(layout.ref_path("t"))):
+            raw.delete(key)  # as if killed after writing the shards: no header, no ref
+        assert raw.node_keys(path) != set()
+        assert location.open().verify().ok  # an unfinished write is no damage
+        assert location.open().gc(grace=3600, dry_run=False).manifests == []  # maybe still being written
+        done = location.open().gc(grace=0, dry_run=False)
+        assert (done.manifests, done.blobs) == ([digest], [value["digest"]])
+        assert raw.node_keys(path) == set()
+
     def test_du_counts_the_exact_stored_bytes(self, location, raw):
         store = location.open()
         empty = store.du()

@@ -432,12 +432,14 @@ def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcRepo
         if manifest is not None:
             live_blobs |= stored_digests(manifest_refs(manifest))
             live_records |= manifest.records
-    for digest, manifest in inventory.manifests.items():
+    for digest in inventory.manifest_keys:
         if digest in live_manifests:
             continue
+        manifest = inventory.manifests.get(digest)  # None: unreadable, or its writer stopped before the header
         if is_young(_node_modified(backend, inventory.manifest_keys[digest], layout.manifest_path(digest))):
             report.spared_young += 1
-            live_blobs |= stored_digests(manifest_refs(manifest))
+            if manifest is not None:
+                live_blobs |= stored_digests(manifest_refs(manifest))
         else:
             report.manifests.append(digest)
     for key, record in inventory.records.items():
