@@ -7,7 +7,8 @@ that log each call: which primitive, of which kind (`read`, `exists`, `list`, `s
 
 A call of a bulk primitive (`get_many`, `set_many`, `delete_many`) is one call of several
 requests: its requests are in flight at once, so it costs about one round trip, while each
-single-key call costs one. `RequestLog.calls` counts round trips, `RequestLog.requests` keys.
+single-key call costs one (a bulk call of no keys costs nothing and is not counted).
+`RequestLog.calls` counts round trips, `RequestLog.requests` requests.
 Reads of array chunks through zarr (`open_array`, then slicing) are logged as one `array` call.
 """
 
@@ -37,6 +38,8 @@ KINDS = {
     "open_array": "array",
 }
 """Every primitive of a Backend that reaches the storage, and the kind of request it makes."""
+BULK = {"get_many", "set_many", "delete_many"}
+"""The primitives that take many keys and make their requests at once."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class Call:
     kind: str
     url: str
     keys: tuple[str, ...]
+
+    @property
+    def requests(self) -> int:
+        """Requests this call makes: one per key of a bulk call (none for no keys), else one."""
+        return len(self.keys) if self.primitive in BULK else 1
 
 
 @dataclass
@@ -62,8 +70,8 @@ class RequestLog:
             self.log.append(call)
 
     def select(self, *kinds: str) -> list[Call]:
-        """The calls of `kinds` (default: every kind)."""
-        return [call for call in self.log if not kinds or call.kind in kinds]
+        """The calls of `kinds` (default: every kind) that make requests (a bulk call of no keys makes none)."""
+        return [call for call in self.log if (not kinds or call.kind in kinds) and call.requests]
 
     def calls(self, *kinds: str) -> int:
         """Round trips of `kinds` (default: all): one per call, a bulk call included."""
@@ -71,7 +79,7 @@ class RequestLog:
 
     def requests(self, *kinds: str) -> int:
         """Requests of `kinds` (default: all): one per key, a bulk call counting each of its keys."""
-        return sum(max(1, len(call.keys)) for call in self.select(*kinds))
+        return sum(call.requests for call in self.select(*kinds))
 
     def keys(self, *kinds: str) -> list[str]:
         """The keys touched by calls of `kinds`, in order."""
@@ -101,7 +109,7 @@ def _keys_of(primitive: str, args: tuple[Any, ...]) -> tuple[str, ...]:
 
 def _materialized(primitive: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """The arguments with an iterable of keys or items turned into a list, so logging does not consume it."""
-    if primitive in ("get_many", "set_many", "delete_many") and args:
+    if primitive in BULK and args:
         return (list(args[0]), *args[1:])
     return args
 

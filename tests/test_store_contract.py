@@ -26,7 +26,7 @@ from tasktree import PIPELINE, write_tree
 
 import repype.runner
 import repype.store as rs
-from repype.store import codecs, layout
+from repype.store import codecs, layout, manifests
 from repype.task import Task
 
 GARBAGE = b'{"zarr_format": 3, "node_type": "gro'
@@ -548,14 +548,16 @@ class StoreContract:
 
     # --- concurrency ------------------------------------------------------------------------------------
 
-    def test_threads_writing_the_same_values_records_and_manifest(self, location):
+    @pytest.mark.parametrize("shared", [False, True], ids=["a-store-object-each", "one-store-object"])
+    def test_threads_writing_the_same_values_records_and_manifest(self, location, shared):
         values = [ramp(100), ramp(20_000, 5), Opaque(("same",)), np.full((30, 30), 3.0)]  # small and large blobs
         errors: list[BaseException] = []
         start = threading.Barrier(4)
+        common = location.open()
 
         def write() -> None:
             try:
-                store = location.open()
+                store = common if shared else location.open()
                 start.wait()
                 refs = {f"f{index}": store.put_value(value, f"f{index}") for index, value in enumerate(values)}
                 store.put_record(key_of("same"), refs, 1.0, stage="s")
@@ -601,6 +603,20 @@ class StoreContract:
         with counting() as log:
             assert fresh.get_record(recorded[0]) is not None
         assert (log.calls(), log.requests()) == (1, 1), log.summary()  # checking one record is one request
+
+    @pytest.mark.parametrize("inputs", [3, 3 * manifests.SHARD_SIZE])
+    def test_opening_a_task_and_reading_one_input_costs_the_same_whatever_its_size(self, location, inputs):
+        writer = location.open()
+        writer.put_manifest("big", manifest({index: {"count": writer.put_value(index)} for index in range(inputs)}))
+        store = location.open(mode="r")
+        with counting() as log:
+            task = store.task("big")
+            assert task.field(inputs - 1, "count") == inputs - 1  # an inline value: no request of its own
+        # the ref, the manifest's header, and the one shard that holds the input
+        assert (log.calls(), log.requests()) == (3, 3), log.summary()
+        with counting() as log:
+            assert task.load(input_ids=[0, inputs - 1]) == {0: {"count": 0}, inputs - 1: {"count": inputs - 1}}
+        assert log.requests() == (0 if inputs <= manifests.SHARD_SIZE else 1), log.summary()  # shards are kept
 
     # Writing a stage execution with one small value costs today, on every backend: the value's chunk,
     # its metadata and the record (3 requests; 1, the record, when small arrays are packed into it),
