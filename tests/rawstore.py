@@ -41,6 +41,8 @@ class Raw:
 
 
 class LocalRaw(Raw):
+    """The files under a local store's directory."""
+
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
 
@@ -61,6 +63,8 @@ class LocalRaw(Raw):
 
 
 class MemoryRaw(Raw):
+    """The entries of fsspec's process-wide memory filesystem under a `memory://` store's path."""
+
     def __init__(self, path: str) -> None:
         self.fs = fsspec.filesystem("memory")
         self.path = path
@@ -83,6 +87,8 @@ class MemoryRaw(Raw):
 
 
 class S3Raw(Raw):
+    """The objects under an S3 store's prefix, through boto3 (not s3fs, which the store uses)."""
+
     def __init__(self, endpoint_url: str, bucket: str, prefix: str) -> None:
         import boto3
 

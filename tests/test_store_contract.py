@@ -13,6 +13,7 @@ import re
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -577,20 +578,26 @@ class StoreContract:
 
 
 class TestLocalStore(StoreContract):
+    """A store in a local directory."""
+
     @pytest.fixture
     def location(self, tmp_path) -> Location:
         return Location(str(tmp_path / "store"), None, LocalRaw(tmp_path / "store"))
 
 
 class TestMemoryStore(StoreContract):
+    """A `memory://` store (fsspec's memory filesystem)."""
+
     @pytest.fixture
-    def location(self) -> Location:
+    def location(self) -> Iterator[Location]:
         name = f"repype-contract-{uuid.uuid4().hex}"
         yield Location(f"memory://{name}", None, MemoryRaw(f"/{name}"))
         fsspec.filesystem("memory").rm(f"/{name}", recursive=True)
 
 
 class TestS3Store(StoreContract):
+    """A store in a fresh bucket of the moto S3 server."""
+
     @pytest.fixture
     def location(self, s3_server, s3_url) -> Location:
         bucket, prefix = s3_url.removeprefix("s3://").split("/", 1)
