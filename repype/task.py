@@ -541,6 +541,21 @@ class Task:
             reused=sum(len(run.reused) for run in runs),
             stage_count=len(pipeline.stages) * len(runs),
         )
+        with store.writing():  # a concurrent gc spares what this run writes until the task is committed
+            self._finish(runner, runs, config, pickup, status, executor)
+            repype.status.update(status, info="storing", intermediate=True)
+            self._commit(runner, runs, config, self._times_of(runs))
+        self.findings = checks.unread_findings(str(self.path), [(run.config.entries, run.reads) for run in runs])
+        for finding in self.findings:
+            repype.status.update(status, str(finding), info="finding", kind=finding.kind, key=finding.key)
+        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
+        repype.status.update(status, info="completed", task=str(self.path.resolve()))
+        return data
+
+    def _finish(
+        self, runner: InputRunner, runs: list[InputRun], config: Config, pickup: bool, status: Any, executor: Any
+    ) -> None:
+        """Resolves every input: here, or fanned out by `executor`."""
         workers = create_executor(executor)
         try:
             if workers.remote:
@@ -550,14 +565,6 @@ class Task:
         finally:
             if workers is not executor:  # close only what this run created
                 workers.close()
-        repype.status.update(status, info="storing", intermediate=True)
-        self._commit(runner, runs, config, self._times_of(runs))
-        self.findings = checks.unread_findings(str(self.path), [(run.config.entries, run.reads) for run in runs])
-        for finding in self.findings:
-            repype.status.update(status, str(finding), info="finding", kind=finding.kind, key=finding.key)
-        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
-        repype.status.update(status, info="completed", task=str(self.path.resolve()))
-        return data
 
     def _finish_here(self, runner: InputRunner, runs: list[InputRun], pickup: bool, status: Any) -> None:
         for step, run in enumerate(runs):
@@ -651,8 +658,9 @@ class Task:
             )
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path))
-        runs = [self._run_from_data(runner, input_id, data[input_id], config, times) for input_id in self.input_ids]
-        self._commit(runner, runs, config, times)
+        with store.writing():
+            runs = [self._run_from_data(runner, input_id, data[input_id], config, times) for input_id in self.input_ids]
+            self._commit(runner, runs, config, times)
 
     def _run_from_data(
         self, runner: InputRunner, input_id: InputID, chunk: PipelineData, config: Config, times: Benchmark

@@ -76,6 +76,36 @@ def parse_record(key: str, metadata: bytes) -> Record:
         raise IntegrityError(f"stage record {key} is damaged: {error}") from error
 
 
+# --- leases ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A running writer: since when it writes (`started`) and when it last said it still does (`renewed`)."""
+
+    id: str
+    started: float
+    renewed: float
+    host: str
+    pid: int
+
+
+def lease_document(lease: Lease) -> bytes:
+    """The `zarr.json` bytes of the node of `lease`."""
+    document = {"started": lease.started, "renewed": lease.renewed, "host": lease.host, "pid": lease.pid}
+    return layout.group_document({"repype_lease": document})
+
+
+def parse_lease(lease_id: str, metadata: bytes) -> Lease:
+    """The lease `lease_id` from the `zarr.json` bytes of its node; raises IntegrityError when damaged."""
+    try:
+        document = layout.read_attributes(metadata)["repype_lease"]
+        started, renewed = float(document["started"]), float(document["renewed"])
+        return Lease(lease_id, started, renewed, str(document["host"]), int(document["pid"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise IntegrityError(f"writer lease {lease_id} is damaged: {error}") from error
+
+
 # --- refs ------------------------------------------------------------------------------------------
 
 

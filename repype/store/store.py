@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from repype.store import codecs, layout, manifests
@@ -21,6 +22,7 @@ from repype.store.errors import (
     StoreMissingError,
     where,
 )
+from repype.store.leases import WriterLease
 from repype.store.manifests import InputEntry, InputID, Manifest, ManifestHeader, Record, Ref
 
 SMALL_BLOB_BYTES = 64 << 10
@@ -62,6 +64,9 @@ class Store:
         self._manifests: dict[str, ManifestHeader] = {}
         self._shards: dict[tuple[str, int], list[InputEntry]] = {}
         self._lock = threading.Lock()
+        self.lease = WriterLease(backend)
+        """This writer's lease in the store, held while :meth:`writing` blocks run."""
+        self._writers = 0
 
     @property
     def url(self) -> str:
@@ -82,6 +87,26 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<repype store {self.url}{' (read-only)' if self.read_only else ''}>"
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Holds this writer's lease while the block runs (blocks of several threads may overlap).
+
+        A concurrent :meth:`gc` spares everything written since the oldest held lease started,
+        whatever its grace period: wrap work whose values stay unreferenced until a manifest is
+        written (a task's run) in it. See :mod:`repype.store.leases`.
+        """
+        with self._lock:
+            self._writers += 1
+            if self._writers == 1:
+                self.lease.hold()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._writers -= 1
+                if self._writers == 0:
+                    self.lease.release()
 
     # --- groups --------------------------------------------------------------------------------
 
