@@ -70,6 +70,8 @@ class InputRun:
     reads: dict[str, set[str]] = field(default_factory=dict)
     """Hyperparameter keys each stage that ran read (see :class:`repype.config.TrackedConfig`)."""
     next_stage: int = 0
+    known_missing: str | None = None
+    """The key of the next stage when :meth:`InputRunner.advance_recorded` just found no record of it."""
 
     @property
     def persistent_refs(self) -> dict[str, ValueRef]:
@@ -156,6 +158,8 @@ class InputRunner:
                 if key in records:
                     self._adopt(run, self.pipeline.stages[run.next_stage], key, records[key])
                     pending.append(run)
+                else:
+                    run.known_missing = key
 
     # --- execution ----------------------------------------------------------------------------
 
@@ -168,7 +172,12 @@ class InputRunner:
                 break
             stage = stages[run.next_stage]
             key = self.key(run, stage)
-            record = self.store.get_record(key) if pickup else None
+            if not pickup:
+                record = None
+            elif key == run.known_missing:  # the batched lookup found none: only this run may have written it since
+                record = self.store.known_record(key)
+            else:
+                record = self.store.get_record(key)
             if record is not None:
                 self._adopt(run, stage, key, record)
             else:

@@ -225,6 +225,10 @@ class Store:
         """The record of `key`, or None (also when it is damaged, see :meth:`get_records`)."""
         return self.get_records([key]).get(key)
 
+    def known_record(self, key: str) -> Record | None:
+        """The record of `key` if this object read or wrote it before, else None; asks the store nothing."""
+        return self._records.get(key)
+
     def get_records(self, keys: Iterable[str], report_damage: bool = True) -> dict[str, Record]:
         """The records of those `keys` that exist, fetched concurrently.
 
