@@ -283,7 +283,8 @@ class Plan:
             + (f" (including {self.recomputed} recomputations of values not stored)" if self.recomputed else "")
             + f", {self.reused} reused from the store, {self.shared} shared between tasks (run once for several)",
             estimate,
-            "(stages whose outputs turn out identical to recorded ones stop the work after them early: then fewer run)",
+            "(exact for deterministic stages; fewer run when a stage's outputs turn out identical to recorded "
+            "ones, so that the stages after it are reused: early cutoff)",
         ]
 
     def to_json(self) -> dict[str, Any]:
