@@ -176,6 +176,7 @@ def batch_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-run recorded stage executions of the selected tasks and compare their outputs",
     )
+    action.add_argument("--json", action="store_true", help="dry run: print the plan as one JSON document")
     parser.add_argument(
         "--sample", type=float, default=1.0, metavar="FRACTION", help="with --check-determinism: re-run this share"
     )
@@ -195,7 +196,6 @@ def batch_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run the inputs on the Dask scheduler at ADDRESS (default: a new local cluster)",
     )
-    parser.add_argument("--json", action="store_true", help="dry run: print the plan as one JSON document")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument(
         "--strict", action="store_true", help="configuration warnings are errors: exit 1 and run nothing"
@@ -211,10 +211,7 @@ def batch_main(
     0 on success, 1 on failure (a user error is one line on standard error; `--debug` shows its
     traceback), 2 for usage errors, including selections that name nothing runnable.
     """
-    parser = batch_parser()
-    args = parser.parse_args(argv)
-    if args.json and (args.run or args.reset or args.check_determinism):
-        parser.error("--json prints the plan of a dry run: it does not go with --run, --reset or --check-determinism")
+    args = batch_parser().parse_args(argv)
     try:
         coroutine = main(
             args.path,

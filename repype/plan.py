@@ -147,8 +147,8 @@ class TaskPlan:
     `reused` executions are recorded in the store already (`reused_from` names the supplying
     tasks, None for records no manifest references); `run` ones this task runs itself (`shared`
     of them are needed by later tasks too); `from_batch` ones an earlier task of this batch runs,
-    by that task; `recomputed` counts runs of stages whose outputs are needed again but were not
-    stored (marginal stages). `estimated_seconds` sums recorded run times of the same stages for
+    by that task; `recomputations` counts, by stage id, runs of stages whose recorded outputs are
+    needed again but were not stored (marginal stages). `estimated_seconds` sums recorded run times of the same stages for
     what this task runs; `unestimated` counts its runs without a recorded time.
     """
 
@@ -163,10 +163,15 @@ class TaskPlan:
     run: int = 0
     shared: int = 0
     from_batch: Counter = field(default_factory=Counter)
-    recomputed: int = 0
+    recomputations: Counter = field(default_factory=Counter)
     estimated_seconds: float = 0.0
     unestimated: int = 0
     reused_keys: list[str] = field(default_factory=list)
+
+    @property
+    def recomputed(self) -> int:
+        """Runs of stages whose recorded outputs this task needs again but were not stored."""
+        return sum(self.recomputations.values())
 
     @property
     def to_run(self) -> int:
@@ -263,6 +268,13 @@ class Plan:
         """Distinct stage executions to run that several tasks need (run once for all of them)."""
         return sum(1 for ex in self.executions.values() if not ex.recorded and len(set(ex.tasks)) > 1)
 
+    def runs_by_stage(self) -> Counter:
+        """Stage executions to run by stage id (recomputations included)."""
+        runs = Counter(execution.stage for execution in self.executions.values() if not execution.recorded)
+        for task in self.tasks:
+            runs.update(task.recomputations)
+        return runs
+
     @property
     def estimated_seconds(self) -> float:
         """Recorded run times of the same stages, summed over what runs (where known)."""
@@ -300,6 +312,7 @@ class Plan:
                 "recomputed": self.recomputed,
                 "reused": self.reused,
                 "shared": self.shared,
+                "by_stage": dict(sorted(self.runs_by_stage().items())),
                 "estimated_seconds": round(self.estimated_seconds, 3),
                 "unestimated": self.unestimated,
             },
@@ -428,7 +441,7 @@ class Planner:
             state.memory.add(name)
             return
         stage = state.run.producers[name]
-        plan.recomputed += 1
+        plan.recomputations[stage.id] += 1
         plan.estimate(index.estimate(self._sha(stage)))
         self._run(plan, runner, index, state, stage)
 
