@@ -148,8 +148,8 @@ class TaskPlan:
     tasks, None for records no manifest references); `run` ones this task runs itself (`shared`
     of them are needed by later tasks too); `from_batch` ones an earlier task of this batch runs,
     by that task; `recomputations` counts, by stage id, runs of stages whose recorded outputs are
-    needed again but were not stored (marginal stages). `estimated_seconds` sums recorded run times of the same stages for
-    what this task runs; `unestimated` counts its runs without a recorded time.
+    needed again but were not stored (marginal stages). `estimated_seconds` sums recorded run
+    times of the same stages for what this task runs; `unestimated` counts its runs without one.
     """
 
     task: str

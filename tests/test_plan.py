@@ -47,7 +47,7 @@ def sweep_3x3(root: pathlib.Path) -> pathlib.Path:
 
 def marginal_tree(root: pathlib.Path) -> pathlib.Path:
     """Disabled stages, a marginal stage whose outputs later tasks need again, and a consumed field."""
-    pipeline = ["taskstages.Load", "taskstages.Side", "taskstages.Scale", "taskstages.Threshold", "taskstages.Summarize"]
+    pipeline = ["taskstages.Load", "taskstages.Side", *PIPELINE[1:]]
     write_tree(
         root,
         {
@@ -95,7 +95,7 @@ def test_planned_counts_equal_executions_for_a_fresh_a_half_filled_and_a_full_st
     assert_exact(batch.plan(first), counts, first)  # half of the tasks run ...
     half = load(root)
     plan = half.plan()
-    assert 0 < plan.reused and plan.to_run < fresh.to_run
+    assert plan.reused > 0 and plan.to_run < fresh.to_run
     assert_exact(plan, counts, half.pending)  # ... then the rest
     full = load(root)
     assert full.pending == [] and full.plan().to_run == 0
