@@ -1,9 +1,10 @@
 """The command line, and upstream's programmatic entry points to it.
 
-``repype PATH [--run | --reset] [--task T]... [--task-dir D]...`` lists the selected pending
-tasks with the reason each is pending and what the store already holds for it (a dry run);
-``--run`` runs them, ``--reset`` resets them after confirmation. ``repype store CMD ...``
-inspects and maintains a store (see :mod:`repype.storecli`).
+``repype PATH [--run | --reset | --json] [--task T]... [--task-dir D]...`` lists the selected
+pending tasks with the reason each is pending and the batch's plan (a dry run: see
+:mod:`repype.plan`; ``--json`` prints the plan as JSON); ``--run`` runs them, ``--reset``
+resets them after confirmation. ``repype store CMD ...`` inspects and maintains a store (see
+:mod:`repype.storecli`).
 
 A project's own ``__main__.py`` calls :func:`run_cli` (``run_cli(task_cls=MyTask)``); a
 notebook awaits the coroutine function returned by :func:`main`.

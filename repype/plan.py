@@ -338,15 +338,17 @@ class Planner:
 
     def add(self, context: RunContext) -> TaskPlan:
         """Plans `context` after the contexts added before it (they run first)."""
-        task, pipeline = context.task, context.pipeline
+        task, pipeline, url = context.task, context.pipeline, context.task.store_url
         try:
             store: Any = task.open_store(mode="r")
         except StoreMissingError:
             store = None
-        index = self._indexes.setdefault(task.store_url, ManifestIndex.of(store))
+        if url not in self._indexes:
+            self._indexes[url] = ManifestIndex.of(store)
+        index = self._indexes[url]
         marginal = task.get_marginal_fields(pipeline)
         runner = InputRunner(store or _NoStore(), pipeline, marginal, str(task.path), quiet=True)
-        plan = TaskPlan(task.ref_name, context.pending, task.store_url, len(task.input_ids), len(pipeline.stages))
+        plan = TaskPlan(task.ref_name, context.pending, url, len(task.input_ids), len(pipeline.stages))
         states = [_InputState(runner.start(input_id, context.config)) for input_id in task.input_ids]
         for stage in pipeline.stages:
             active = [state for state in states if runner.is_enabled(state.run, stage)]
@@ -355,7 +357,7 @@ class Planner:
             lookups = [
                 identity
                 for state, identity in zip(active, identities, strict=True)
-                if (task.store_url, identity) not in self.executions
+                if (url, identity) not in self.executions
                 and not any(is_planned(state.run.refs[name]) for name in stage.inputs)
             ]
             records = runner.store.get_records(lookups) if lookups else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -244,3 +245,18 @@ def test_picking_up_names_the_task_that_supplies_the_reused_work(tmp_path, count
     cousin = start_event(contexts["f=2.0/t=0.3"])
     assert cousin["pickup"] in {str((root / "f=1.0" / name).resolve()) for name in ("t=0.3", "t=0.5")}
     assert cousin["reused"] == 4
+
+
+@pytest.mark.slow
+def test_a_batch_run_in_child_processes_runs_what_the_dry_run_announced(tmp_path, capsys, counts, monkeypatch):
+    tests_dir = str(pathlib.Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
+    root = sweep_3x3(tmp_path / "tree")
+    assert cli(capsys, str(root), "--run", "--task-dir", str(root / "f=2.0"))[0] == 0
+    out = cli(capsys, str(root), "--json")[1]
+    announced = json.loads(out)["totals"]
+    before = read_counts(counts)
+    assert cli(capsys, str(root), "--run")[0] == 0
+    ran = read_counts(counts) - before
+    assert announced["to_run"] == sum(ran.values()) == 88 - (4 + 4 + 12 + 12)  # f=2.0 ran load and its branch
+    assert announced["by_stage"] == dict(ran)
