@@ -1,15 +1,25 @@
-"""Loading ONE small field of ONE input from a stored task of N inputs: repype vs one pickle per task.
+"""Loading ONE field of ONE input in a fresh process: repype vs one gzip'd pickle per task, whole process.
 
-Every input holds a large-ish array (a 128x128 float32 image, 64 KiB), so the pickle file grows
-with N; the field loaded is a small array (a 32-bin histogram) of one input. Each load runs in a
-fresh Python process (same imports for both methods), which reports the load's wall time and its
-peak memory: the process's peak resident set (`VmHWM`, or `ru_maxrss`) after the load, and in a
-second process the `tracemalloc` peak of the load. repype's load is
-`repype.store.open(path, mode='r').task(name).field(id, name)`: open, read the task's manifest,
-read and verify one value. The "warm" column is `field()` alone on
-an open store whose manifest is already read.
+Every figure is the wall time of a whole `python -c ...` process as the parent sees it:
+interpreter start, imports, opening the store (or the file), reading the task's manifest and
+one verified value (or unpickling the whole task), median of several processes. That is what a
+user waiting for a notebook cell or a script pays.
 
-Headline: `load_field_speedup_vs_pickle` (pickle time / repype time at the largest N).
+Two tasks:
+
+* tiny inputs (N = 10 ... 10,000): each input holds a 16-float array and a small dict; repype
+  loads the dict (`summary`, JSON) and, in a second column, the array (`signal`, a Zarr array),
+  and in a third the array from a store that packs tiny arrays (`pack_limit`);
+* image inputs (N = 10 ... 1,000): each input also holds a 128x128 float32 image (64 KiB), so the
+  pickle grows with N; repype loads a 32-bin histogram (also from a store that packs it).
+
+repype's load is `repype.store.open(path, mode='r').task(name).field(id, name)`; the pickle's is
+`dill.load(gzip.open(path))[id][name]`. The "warm" column is `field()` alone on an open view.
+
+Headlines: `load_field_speedup_vs_pickle` (pickle / repype, image task, largest N),
+`load_tiny_speedup_vs_pickle` (the same for the tiny task's JSON field at the largest N) and
+`load_flatness` (repype's tiny-task load at the largest N over N = 10: 1.0 is perfectly flat) and
+`load_packed_array_speedup_vs_pickle` (the packed array field at the largest N).
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
+from typing import Any
 
 import numpy as np
 
@@ -28,148 +40,268 @@ import common
 from common import PickleTask, Result, Table, best_of, median, pick, ratio, scratch
 
 import repype.store
-from repype.store.keys import stage_key
 
 TASK = "bench-load"
-FIELD = "histogram"
-STAGE_SHA = "fedcba9876543210fedcba9876543210fedcba98"
 
 LOADER = r"""
-import gzip, json, sys, time, tracemalloc
-import dill, numpy, zarr
-import repype.store
+import sys
+kind, path, input_id, field = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if kind == "pickle":
+    import gzip, dill
+    with gzip.open(path, "rb") as file:
+        value = dill.load(file)[input_id][field]
+else:
+    import repype.store
+    value = repype.store.open(path, mode="r").task(sys.argv[5]).field(input_id, field)
 
 
 def peak_rss_kib():
-    # VmHWM: the peak resident set of this process image (ru_maxrss would include the parent's, kept across exec)
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return 0
 
 
-kind, path, input_id, field, trace = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
-before = peak_rss_kib()
-if trace:
-    tracemalloc.start()
-start = time.perf_counter()
-if kind == "pickle":
-    with gzip.open(path, "rb") as file:
-        value = dill.load(file)[input_id][field]
-else:
-    value = repype.store.open(path, mode="r").task(sys.argv[6]).field(input_id, field)
-seconds = time.perf_counter() - start
-peak = tracemalloc.get_traced_memory()[1] if trace else None
-after = peak_rss_kib()
-print(json.dumps({"seconds": seconds, "rss_before_kib": before, "rss_peak_kib": after, "traced_peak": peak,
-                  "checksum": int(numpy.asarray(value).sum())}))
+import json
+print(json.dumps({"rss_peak_kib": peak_rss_kib(), "digest": repr(value)[:200]}))
 """
 
 
-def make_input(input_id: int) -> dict:
+def tiny_input(input_id: int) -> dict:
+    rng = np.random.default_rng(input_id)
+    return {"input_id": input_id, "signal": rng.random(16).astype(np.float32), "summary": common.small_dict(input_id)}
+
+
+def image_input(input_id: int) -> dict:
     image = common.smooth_field((128, 128), seed=input_id)
     histogram = np.histogram(image, bins=32)[0].astype(np.int64)
-    return {"input_id": input_id, "image": image, FIELD: histogram, "summary": common.small_dict(input_id)}
+    return {"input_id": input_id, "image": image, "histogram": histogram, "summary": common.small_dict(input_id)}
 
 
-def write_repype(url: str, data: dict) -> None:
-    store = repype.store.open(url)
-    inputs = []
-    for input_id, fields in data.items():
-        refs = {name: store.put_value(value, name) for name, value in fields.items()}
-        key = stage_key(STAGE_SHA, {}, {"input_id": refs["input_id"]["digest"]})
-        store.put_record(key, {name: refs[name] for name in fields if name != "input_id"}, 0.1, stage="measure")
-        inputs.append([input_id, refs])
-    store.put_manifest(TASK, {"inputs": inputs, "config": {}, "stages": {"measure": STAGE_SHA}, "times": []})
+def write_repype(url: str, data: dict, pack_limit: int | None = None) -> None:
+    """Every value, then the manifest and ref, as a task's commit writes them."""
+    store = repype.store.open(url, pack_limit=pack_limit)
+    entries = [
+        repype.store.InputEntry(input_id, {name: store.put_value(value, name) for name, value in fields.items()})
+        for input_id, fields in data.items()
+    ]
+    store.put_manifest(TASK, repype.store.Manifest({}, {}, {"measure": "f" * 40}, entries))
 
 
-def load_in_subprocess(kind: str, path: pathlib.Path, input_id: int, trace: bool) -> dict:
+def load_process(kind: str, path: pathlib.Path, input_id: int, field: str) -> dict:
+    """One whole loading process: its wall time seen from here, its peak RSS and what it loaded."""
+    command = [sys.executable, "-c", LOADER, kind, str(path), str(input_id), field, TASK]
     env = dict(os.environ, PYTHONHASHSEED="0")
-    command = [sys.executable, "-c", LOADER, kind, str(path), str(input_id), FIELD, "1" if trace else "0", TASK]
+    start = time.perf_counter()
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    seconds = time.perf_counter() - start
+    return dict(json.loads(output.strip().splitlines()[-1]), seconds=seconds)
 
 
-def measure(kind: str, path: pathlib.Path, input_id: int, repeat: int) -> dict:
-    runs = [load_in_subprocess(kind, path, input_id, trace=False) for _ in range(repeat)]
-    traced = load_in_subprocess(kind, path, input_id, trace=True)
-    runs = runs or [traced]  # tiny mode: one traced process gives the time too
-    checksums = {run["checksum"] for run in [*runs, traced]}
-    assert len(checksums) == 1, f"{kind} loads disagree: {checksums}"
-    return {
-        "seconds": median([run["seconds"] for run in runs]),
-        "rss_mib": max(run["rss_peak_kib"] for run in runs) / 1024,
-        "rss_before_mib": max(run["rss_before_kib"] for run in runs) / 1024,
-        "traced_mib": traced["traced_peak"] / 2**20,
-        "checksum": checksums.pop(),
-    }
+Case = tuple[str, pathlib.Path, int, str]
+"""A load to measure: kind (`repype` or `pickle`), path, input id, field."""
 
 
-def run(mode: str) -> Result:
-    sizes = pick(mode, (5, 20), (10, 100), (10, 100, 1000))
-    repeat = pick(mode, 0, 2, 3)
+def measure_all(cases: dict[Any, Case], repeat: int) -> dict[Any, dict]:
+    """Median wall time and peak RSS of each case over `repeat` processes, the cases interleaved
+    (one round runs every case once), so a machine that gets busier slows every case alike."""
+    runs: dict[Any, list[dict]] = {label: [] for label in cases}
+    for _ in range(max(1, repeat)):
+        for label, (kind, path, input_id, field) in cases.items():
+            runs[label].append(load_process(kind, path, input_id, field))
+    results = {}
+    for label, measured in runs.items():
+        loaded = {run["digest"] for run in measured}
+        assert len(loaded) == 1, f"{label} loads disagree: {loaded}"
+        results[label] = {
+            "seconds": median([run["seconds"] for run in measured]),
+            "rss_mib": max(run["rss_peak_kib"] for run in measured) / 1024,
+            "digest": loaded.pop(),
+        }
+    return results
+
+
+def import_costs(repeat: int) -> Table:
+    """Whole-process time of importing nothing, `repype.store` and zarr (what every load starts with)."""
+    table = Table("Import cost of a fresh process (median wall time)", ["python -c", "seconds"])
+    codes = ("pass", "import repype.store", "import zarr", "import dill, gzip")
+    times: dict[str, list[float]] = {code: [] for code in codes}
+    for _ in range(max(1, repeat)):
+        for code in codes:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times[code].append(time.perf_counter() - start)
+    for code in codes:
+        table.add(code, median(times[code]))
+    return table
+
+
+def store_files(path: pathlib.Path) -> int:
+    return sum(1 for entry in path.rglob("*") if entry.is_file())
+
+
+def header_kib(path: pathlib.Path) -> float:
+    store = repype.store.open(str(path), mode="r")
+    digest = store.ref_target(TASK)
+    return (path / "manifests" / digest[:2] / digest / "zarr.json").stat().st_size / 1024
+
+
+def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
+    sizes = pick(mode, (10, 100), (10, 100, 1000), (10, 100, 1000, 10000))
     table = Table(
-        f"Load one small field ({FIELD}, 32 int64) of one input from a task of N inputs (each + a 64 KiB image)",
+        "Load one field of one input from a task of N tiny inputs (a 16-float array + a small dict each), "
+        "whole fresh process",
+        [
+            "N",
+            "repype JSON field s",
+            "repype array field s",
+            "packed array field s",
+            "pickle s",
+            "speedup (JSON)",
+            "speedup (array)",
+            "speedup (packed)",
+            "repype RSS MiB",
+            "pickle RSS MiB",
+            "header KiB",
+            "pickle KiB",
+            "store files",
+            "packed store files",
+            "packed store KiB",
+        ],
+    )
+    cases: dict[Any, Case] = {}
+    files: dict[int, tuple[pathlib.Path, pathlib.Path]] = {}
+    expected = {}
+    for n in sizes:
+        data = {input_id: tiny_input(input_id) for input_id in range(1, n + 1)}
+        store_path, pickle_path = tmp / f"tiny-store-{n}", tmp / f"tiny-{n}.pkl.gz"
+        packed_path = tmp / f"tiny-packed-{n}"
+        write_repype(str(store_path), data)
+        write_repype(str(packed_path), data, pack_limit=repype.store.codecs.PACK_LIMIT)
+        PickleTask(pickle_path).store(data)
+        target = n // 2 + 1
+        expected[n] = repr(data[target]["summary"])[:200]
+        files[n] = (store_path, pickle_path, packed_path)
+        cases[n, "json"] = ("repype", store_path, target, "summary")
+        cases[n, "array"] = ("repype", store_path, target, "signal")
+        cases[n, "packed"] = ("repype", packed_path, target, "signal")
+        cases[n, "pickle"] = ("pickle", pickle_path, target, "summary")
+    results = measure_all(cases, repeat)
+    times = {}
+    for n in sizes:
+        json_load, array_load, packed_load, pickle_load = (
+            results[n, kind] for kind in ("json", "array", "packed", "pickle")
+        )
+        assert json_load["digest"] == pickle_load["digest"] == expected[n]
+        assert array_load["digest"] == packed_load["digest"]
+        times[n] = (json_load["seconds"], pickle_load["seconds"], packed_load["seconds"])
+        store_path, pickle_path, packed_path = files[n]
+        table.add(
+            n,
+            json_load["seconds"],
+            array_load["seconds"],
+            packed_load["seconds"],
+            pickle_load["seconds"],
+            ratio(pickle_load["seconds"], json_load["seconds"]),
+            ratio(pickle_load["seconds"], array_load["seconds"]),
+            ratio(pickle_load["seconds"], packed_load["seconds"]),
+            json_load["rss_mib"],
+            pickle_load["rss_mib"],
+            header_kib(store_path),
+            common.dir_bytes(pickle_path) / 1024,
+            store_files(store_path),
+            store_files(packed_path),
+            common.dir_bytes(packed_path) / 1024,
+        )
+    largest, smallest = max(sizes), min(sizes)
+    headlines = {
+        "load_tiny_speedup_vs_pickle": ratio(times[largest][1], times[largest][0]),
+        "load_flatness": ratio(times[largest][0], times[smallest][0]),
+        "load_packed_array_speedup_vs_pickle": ratio(times[largest][1], times[largest][2]),
+    }
+    table.notes += [
+        f"median of {max(1, repeat)} processes, every case once per round; speedup = pickle / repype; "
+        "the JSON field needs no zarr import; 'packed' = a store opened with "
+        "pack_limit=PACK_LIMIT, whose tiny arrays live in the manifest (no zarr import either).",
+        f"load_tiny_speedup_vs_pickle at N={largest}: {headlines['load_tiny_speedup_vs_pickle']}; "
+        f"load_flatness (repype at N={largest} / N={smallest}): {headlines['load_flatness']}",
+    ]
+    return table, headlines
+
+
+def image_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
+    sizes = pick(mode, (5, 20), (10, 100), (10, 100, 1000))
+    table = Table(
+        "Load one small field (histogram, 32 int64) of one input from a task of N inputs (each + a 64 KiB image), "
+        "whole fresh process",
         [
             "N",
             "repype s",
+            "packed s",
             "pickle s",
             "speedup",
+            "speedup (packed)",
             "repype warm ms",
-            "repype peak RSS MiB",
-            "pickle peak RSS MiB",
-            "repype traced MiB",
-            "pickle traced MiB",
+            "repype RSS MiB",
+            "pickle RSS MiB",
             "pickle file MiB",
             "store MiB",
         ],
     )
     speedups = {}
-    with scratch() as tmp:
-        data: dict = {}
-        for n in sizes:
-            for input_id in range(len(data) + 1, n + 1):
-                data[input_id] = make_input(input_id)
-            task_data = {input_id: data[input_id] for input_id in range(1, n + 1)}
-            store_path, pickle_path = tmp / f"store-{n}", tmp / f"task-{n}.pkl.gz"
-            write_repype(str(store_path), task_data)
-            PickleTask(pickle_path).store(task_data)
-            target = n // 2 + 1
-            repype_load = measure("repype", store_path, target, repeat)
-            pickle_load = measure("pickle", pickle_path, target, repeat)
-            assert repype_load["checksum"] == pickle_load["checksum"] == int(task_data[target][FIELD].sum())
-
-            view = repype.store.open(str(store_path), mode="r").task(TASK)
-            view.field(target, FIELD)
-            warm, _ = best_of(lambda view=view, target=target: view.field(target, FIELD), pick(mode, 3, 20, 50))
-
-            baseline = max(repype_load["rss_before_mib"], pickle_load["rss_before_mib"])
-            speedups[n] = ratio(pickle_load["seconds"], repype_load["seconds"])
-            table.add(
-                n,
-                repype_load["seconds"],
-                pickle_load["seconds"],
-                speedups[n],
-                warm * 1000,
-                repype_load["rss_mib"],
-                pickle_load["rss_mib"],
-                repype_load["traced_mib"],
-                pickle_load["traced_mib"],
-                common.mib(common.dir_bytes(pickle_path)),
-                common.mib(common.dir_bytes(store_path)),
-            )
+    data: dict = {}
+    cases: dict[Any, Case] = {}
+    for n in sizes:
+        data.update((input_id, image_input(input_id)) for input_id in range(len(data) + 1, n + 1))
+        task_data = {input_id: data[input_id] for input_id in range(1, n + 1)}
+        store_path, pickle_path = tmp / f"image-store-{n}", tmp / f"image-{n}.pkl.gz"
+        packed_path = tmp / f"image-packed-{n}"
+        write_repype(str(store_path), task_data)
+        write_repype(str(packed_path), task_data, pack_limit=repype.store.codecs.PACK_LIMIT)
+        PickleTask(pickle_path).store(task_data)
+        cases[n, "repype"] = ("repype", store_path, n // 2 + 1, "histogram")
+        cases[n, "packed"] = ("repype", packed_path, n // 2 + 1, "histogram")
+        cases[n, "pickle"] = ("pickle", pickle_path, n // 2 + 1, "histogram")
+    results = measure_all(cases, repeat)
+    for n in sizes:
+        repype_load, packed_load, pickle_load = (results[n, kind] for kind in ("repype", "packed", "pickle"))
+        assert repype_load["digest"] == packed_load["digest"] == pickle_load["digest"]
+        store_path, pickle_path, target = cases[n, "repype"][1], cases[n, "pickle"][1], n // 2 + 1
+        view = repype.store.open(str(store_path), mode="r").task(TASK)
+        view.field(target, "histogram")
+        warm, _ = best_of(lambda view=view, target=target: view.field(target, "histogram"), pick(mode, 3, 20, 50))
+        speedups[n] = ratio(pickle_load["seconds"], repype_load["seconds"])
+        table.add(
+            n,
+            repype_load["seconds"],
+            packed_load["seconds"],
+            pickle_load["seconds"],
+            speedups[n],
+            ratio(pickle_load["seconds"], packed_load["seconds"]),
+            warm * 1000,
+            repype_load["rss_mib"],
+            pickle_load["rss_mib"],
+            common.mib(common.dir_bytes(pickle_path)),
+            common.mib(common.dir_bytes(store_path)),
+        )
     largest = max(sizes)
-    speedup = speedups[largest]
     table.notes += [
-        f"times: median of {max(repeat, 1)} fresh processes (open + manifest + one verified value for repype; "
-        "gunzip + unpickle the task for the pickle);",
-        f"peak RSS = VmHWM of the process after the load (the same imports before it: {baseline:.0f} MiB); "
-        "traced = tracemalloc peak of the load alone (separate process).",
-        f"load_field_speedup_vs_pickle at N={largest}: {speedup}",
+        f"median of {max(1, repeat)} processes (interpreter start, imports, open, manifest, one verified value "
+        "for repype; interpreter start, imports, gunzip + unpickle the task for the pickle); "
+        "RSS = the process's peak resident set (VmHWM).",
+        f"load_field_speedup_vs_pickle at N={largest}: {speedups[largest]}",
     ]
-    return Result([table], {"load_field_speedup_vs_pickle": speedup})
+    return table, {"load_field_speedup_vs_pickle": speedups[largest]}
+
+
+def run(mode: str) -> Result:
+    repeat = pick(mode, 1, 3, 9)
+    with scratch() as tmp:
+        imports = import_costs(repeat)
+        tiny, tiny_headlines = tiny_table(mode, repeat, tmp)
+        image, image_headlines = image_table(mode, repeat, tmp)
+    return Result([imports, tiny, image], {**image_headlines, **tiny_headlines})
 
 
 if __name__ == "__main__":

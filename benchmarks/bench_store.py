@@ -49,27 +49,23 @@ def make_task_data(inputs: int, side: int) -> dict:
 def store_repype(url: str, data: dict, storage_options: dict | None = None) -> tuple[repype.store.Store, dict]:
     """repype's store path for a whole task; returns the store and the refs by input."""
     store = repype.store.open(url, storage_options=storage_options)
-    inputs, records = [], []
+    inputs = []
     for input_id, fields in data.items():
         refs = {name: store.put_value(value, name) for name, value in fields.items()}
         key = stage_key(STAGE_SHA, HYPERPARAMETERS, {"input_id": refs["input_id"]["digest"]})
         outputs = {name: refs[name] for name in fields if name != "input_id"}
         store.put_record(key, outputs, run_time=0.25, stage="process")
-        inputs.append([input_id, refs])
-        records.append(key)
+        inputs.append(repype.store.InputEntry(input_id, refs, {"process": 0.25}, [key]))
     store.put_manifest(
         "bench-task",
-        {
-            "inputs": inputs,
-            "records": records,
-            "spec": {"config": {"process": HYPERPARAMETERS}},
-            "config": {"process": HYPERPARAMETERS},
-            "stages": {"process": STAGE_SHA},
-            "times": [["process", input_id, 0.25] for input_id in data],
-            "created": time.time(),
-        },
+        repype.store.Manifest(
+            spec={"config": {"process": HYPERPARAMETERS}},
+            config={"process": HYPERPARAMETERS},
+            stages={"process": STAGE_SHA},
+            inputs=inputs,
+        ),
     )
-    return store, dict((input_id, refs) for input_id, refs in inputs)
+    return store, {entry.input_id: entry.refs for entry in inputs}
 
 
 def hash_and_keys(data: dict) -> None:
@@ -178,8 +174,8 @@ def run(mode: str) -> Result:
 
         # eager reads of the large arrays: repype (verified by digest) vs plain Zarr
         store = repype.store.open(str(locations["repype"]), mode="r")
-        manifest = store.get_manifest("bench-task")
-        refs = {input_id: fields for input_id, fields in manifest["inputs"]}
+        entries = store.manifest_inputs(store.get_manifest("bench-task"))
+        refs = {input_id: entry.refs for input_id, entry in entries.items()}
         plain = PlainZarr(str(locations["zarr"]))
 
         def read_repype() -> None:

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pathlib
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -203,7 +204,7 @@ class Batch:
         if self._process is not None:
             raise RuntimeError("a task of this batch is already running")
         contexts = self.pending if contexts is None else contexts
-        spawn = multiprocessing.get_context("spawn")
+        started = time.monotonic()
         for step, context in enumerate(contexts):
             task_status = repype.status.derive(status)
             repype.status.update(
@@ -213,26 +214,45 @@ class Batch:
                 step=step,
                 step_count=len(contexts),
             )
-            receiver, sender = spawn.Pipe(duplex=False)
-            self._pipe = sender
-            payload = dill.dumps((context, task_status, list(sys.path), executor))
-            self._process = spawn.Process(target=run_task_process, args=(sender, payload))
-            try:
-                self._process.start()
-                while self._process.is_alive() and not receiver.poll():
-                    await asyncio.sleep(0.05)
-                code = receiver.recv() if receiver.poll(5) else self._process.exitcode
-                self._process.join()
-            except BaseException:  # cancelled or interrupted: the task's process must not outlive the batch
-                _stop(self._process)
-                repype.status.update(status, info="interrupted", exit_code=None)
-                raise
-            finally:
-                self._process = None
+            code = await self._run_in_process(context, task_status, status, executor)
             if code != 0:
                 repype.status.update(status, info="interrupted", exit_code=code)
+                self._report_finished(status, contexts, step, failed=1, started=started)
                 return False
+        self._report_finished(status, contexts, len(contexts), failed=0, started=started)
         return True
+
+    async def _run_in_process(self, context: RunContext, task_status: Any, status: Any, executor: Any) -> int:
+        """Runs one task in a fresh process; its exit code (0 on success)."""
+        spawn = multiprocessing.get_context("spawn")
+        receiver, sender = spawn.Pipe(duplex=False)
+        self._pipe = sender
+        payload = dill.dumps((context, task_status, list(sys.path), executor))
+        self._process = spawn.Process(target=run_task_process, args=(sender, payload))
+        try:
+            self._process.start()
+            while self._process.is_alive() and not receiver.poll():
+                await asyncio.sleep(0.05)
+            code = receiver.recv() if receiver.poll(5) else self._process.exitcode
+            self._process.join()
+            return code
+        except BaseException:  # cancelled or interrupted: the task's process must not outlive the batch
+            _stop(self._process)
+            repype.status.update(status, info="interrupted", exit_code=None)
+            raise
+        finally:
+            self._process = None
+
+    @staticmethod
+    def _report_finished(status: Any, contexts: list[RunContext], completed: int, failed: int, started: float) -> None:
+        repype.status.update(
+            status,
+            info="finished",
+            completed=completed,
+            failed=failed,
+            skipped=len(contexts) - completed - failed,
+            seconds=time.monotonic() - started,
+        )
 
     async def cancel(self) -> None:
         """Cancel the running task: terminate its process (kill it after one second)."""

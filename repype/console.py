@@ -55,6 +55,7 @@ class ConsoleReader(StatusReader):
         self.debug = debug
         self._pending_line = False
         self._started: dict[str, float] = {}
+        self._executions = {"run": 0, "reused": 0}
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await super().__aexit__(*exc_info)
@@ -65,6 +66,11 @@ class ConsoleReader(StatusReader):
     def format(self, positions: list[int], status: Any, intermediate: bool) -> str | None:
         """The text of one update, or None for updates not worth a line (see :func:`format_update`)."""
         if isinstance(status, dict):
+            if status.get("info") == "processed":
+                self._executions["run"] += status.get("executed", 0)
+                self._executions["reused"] += status.get("reused", 0)
+            if status.get("info") == "finished":
+                return format_summary(status, **self._executions)
             return format_update(status, self._eta(status), debug=self.debug)
         return None if status is None else str(status)
 
@@ -118,6 +124,17 @@ def _format_error(data: dict, debug: bool) -> str:
         return f"{text}:\n{data.get('traceback', '').rstrip()}"
     message = str(data["message"]).removeprefix(f"task {data.get('task')}: ")  # the header names the task
     return f"{text}: {message}"
+
+
+def format_summary(data: dict, run: int, reused: int) -> str:
+    """The closing line of a batch: tasks completed, failed and not started, stage executions, seconds."""
+    tasks = f"{data['completed']} task(s) completed"
+    if data.get("failed"):
+        tasks += f", {data['failed']} failed"
+    if data.get("skipped"):
+        tasks += f", {data['skipped']} not started"
+    executions = f"{run} stage execution(s) run, {reused} reused from the store"
+    return f"\nBatch finished in {format_hms(data['seconds'])}: {tasks}; {executions}"
 
 
 def format_hms(seconds: float) -> str:

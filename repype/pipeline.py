@@ -49,6 +49,31 @@ class StageError(Exception):
         return f"Stage '{self.stage.id}' failed{where}{detail}"
 
 
+def create_config_entry(
+    config: Config,
+    key: str,
+    factor: Any,
+    default_user_factor: Any,
+    type: Any = None,
+    min: Any = None,
+    max: Any = None,
+) -> None:
+    """Sets `key` (when missing or None) to `factor` times the user factor `AF_<name>`.
+
+    The user factor lives beside `key` (`stage/AF_param`) and defaults to
+    `default_user_factor`; the result is cast with `type` and clamped to `min`/`max`.
+    """
+    *parents, name = key.split("/")
+    factor_key = "/".join([*parents, f"AF_{name}"])
+    config.set_default(key, factor * config.get(factor_key, default_user_factor), override_none=True)
+    if type is not None:
+        config.update(key, type)
+    if max is not None:
+        config.update(key, lambda value: builtins.min(value, max))
+    if min is not None:
+        config.update(key, lambda value: builtins.max(value, min))
+
+
 class Pipeline:
     """An ordered list of stages.
 
@@ -128,18 +153,8 @@ class Pipeline:
                 create_config_entry(config, f"{stage.id}/{key}", rule[0], rule[1], **limits)
         return config
 
-    @staticmethod
-    def create_config_entry(
-        config: Config,
-        key: str,
-        factor: Any,
-        default_user_factor: Any,
-        type: Any = None,
-        min: Any = None,
-        max: Any = None,
-    ) -> None:
-        """The same as the module-level :func:`create_config_entry`."""
-        create_config_entry(config, key, factor, default_user_factor, type=type, min=min, max=max)
+    create_config_entry = staticmethod(create_config_entry)
+    """The same as the module-level :func:`create_config_entry` (kept as a method too)."""
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -212,31 +227,6 @@ class Pipeline:
             else:
                 stage.skip(self, input_id, data, stage_config, status=status, **kwargs)
         return data, config, times
-
-
-def create_config_entry(
-    config: Config,
-    key: str,
-    factor: Any,
-    default_user_factor: Any,
-    type: Any = None,
-    min: Any = None,
-    max: Any = None,
-) -> None:
-    """Sets `key` (when missing or None) to `factor` times the user factor `AF_<name>`.
-
-    The user factor lives beside `key` (`stage/AF_param`) and defaults to
-    `default_user_factor`; the result is cast with `type` and clamped to `min`/`max`.
-    """
-    *parents, name = key.split("/")
-    factor_key = "/".join([*parents, f"AF_{name}"])
-    config.set_default(key, factor * config.get(factor_key, default_user_factor), override_none=True)
-    if type is not None:
-        config.update(key, type)
-    if max is not None:
-        config.update(key, lambda value: builtins.min(value, max))
-    if min is not None:
-        config.update(key, lambda value: builtins.max(value, min))
 
 
 def create_pipeline(stages: Sequence[Stage], *args: Any, pipeline_cls: type = Pipeline, **kwargs: Any) -> Pipeline:

@@ -86,7 +86,8 @@ class InputRunner:
         marginal_fields: Fields whose values are never written to the store (their digests are).
         context: A label for error messages, usually the task path.
         status: Status object for progress events.
-        quiet: Fire no `skip` callbacks for reused or disabled stages (for planning only).
+        quiet: Fire no `skip` callbacks for reused or disabled stages and report no damaged
+            records (for planning only: the run reports them).
     """
 
     def __init__(
@@ -149,7 +150,7 @@ class InputRunner:
                 self._skip_disabled(run)
                 if run.next_stage < len(self.pipeline.stages):
                     keyed[self.key(run, self.pipeline.stages[run.next_stage])] = run
-            records = self.store.get_records(list(keyed)) if keyed else {}
+            records = self.store.get_records(list(keyed), report_damage=not self.quiet) if keyed else {}
             pending = []
             for key, run in keyed.items():
                 if key in records:
@@ -239,7 +240,7 @@ class InputRunner:
         for name in sorted(stage.outputs):
             value = run.values[name]
             if name in self.marginal_fields:
-                outputs[name] = self.store.describe(value, field=name)
+                outputs[name] = _digest_only(self.store.describe(value, field=name))
             else:
                 outputs[name] = self._put(run, name, value)
             run.producers[name] = stage
@@ -300,6 +301,13 @@ class InputRunner:
 
     def _context(self, run: InputRun, name: str) -> dict[str, Any]:
         return {"task": self.context, "input": run.input_id, "field": name}
+
+
+def _digest_only(ref: ValueRef) -> ValueRef:
+    """A marginal output's reference without a packed array in it: marginal values are never stored."""
+    if "packed" not in ref:
+        return ref
+    return {**{key: value for key, value in ref.items() if key != "packed"}, "stored": False}
 
 
 def progress_event(run: InputRun) -> Mapping[str, Any]:

@@ -61,7 +61,7 @@ class Target:
 
     def tasks(self) -> list[str]:
         """The tasks of the store that the target selects."""
-        return [name for name in self.store.tasks() if self.selects(name)]
+        return [name for name in self.store.tasks(strict=False) if self.selects(name)]
 
     def tree_tasks(self) -> list[str]:
         """The runnable tasks of the tree at or below the directory given (none for a store)."""

@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import re
-import time
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
@@ -406,14 +405,21 @@ class Task:
         hashes = self._digest_sha()
         if hashes is None:
             return "incomplete"
-        store = self._existing_store()
-        if store is None or store.get_manifest(self.ref_name) is None:
+        if not self._has_manifest():
             return "incomplete"
         if any(hashes["stages"].get(stage.id) != stage.sha for stage in pipeline.stages):
             return "pipeline"
         if hashes["task"] != self.compute_sha(config):
             return "specification"
         return ""
+
+    def _has_manifest(self) -> bool:
+        """Whether the store holds the task's ref and an intact manifest header (a damaged one is none)."""
+        store = self._existing_store()
+        try:
+            return store is not None and store.get_manifest(self.ref_name) is not None
+        except repype.store.IntegrityError:
+            return False
 
     def find_first_diverging_stage(self, pipeline: Pipeline, config: Config) -> Stage | None:
         """Find the first diverging stage of the task.
@@ -655,24 +661,21 @@ class Task:
         """Write the manifest and ref, then the digest files: the task is complete."""
         pipeline = runner.pipeline
         keep = self._fields_to_store(pipeline)
-        inputs = []
-        for run in runs:
-            names = [name for name in run.persistent_refs if name in keep]
-            inputs.append([run.input_id, runner.store_values(run, names)])
+        entries = [
+            repype.store.InputEntry(
+                run.input_id,
+                runner.store_values(run, [name for name in run.persistent_refs if name in keep]),
+                dict(run.times),
+                sorted(set(run.record_keys)),
+            )
+            for run in runs
+        ]
         stage_shas = {stage.id: stage.sha for stage in pipeline.stages}
         times.retain([stage.id for stage in pipeline.stages], [run.input_id for run in runs])
-        manifest = {
-            "inputs": inputs,
-            "records": sorted({key for run in runs for key in run.record_keys}),
-            "spec": self.get_full_spec_with_config(config),
-            "config": config.entries,
-            "stages": stage_shas,
-            "times": [[stage_id, run.input_id, seconds] for run in runs for stage_id, seconds in run.times.items()],
-            "created": time.time(),
-        }
-        runner.store.put_manifest(self.ref_name, manifest)
+        spec = self.get_full_spec_with_config(config)
+        runner.store.put_manifest(self.ref_name, repype.store.Manifest(spec, config.entries, stage_shas, entries))
         self.path.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(self.digest_task_filepath, json.dumps(self.get_full_spec_with_config(config)))
+        write_text_atomically(self.digest_task_filepath, json.dumps(spec))
         write_text_atomically(
             self.digest_sha_filepath, json.dumps({"stages": stage_shas, "task": self.compute_sha(config)})
         )
@@ -687,6 +690,7 @@ class Task:
         input_ids: list[InputID] | None = None,
         fields: list[str] | None = None,
         lazy: bool = False,
+        allow_pickle: bool = True,
     ) -> TaskData:
         """Load the previously computed task data object from the store.
 
@@ -694,38 +698,42 @@ class Task:
         ids and, if `pipeline` is given, exactly its non-marginal persistent fields (plus
         `input_id`). `input_ids` and `fields` load a subset (exactly the fields named); with
         `lazy`, array fields come back as `zarr.Array` objects that read only what is sliced.
-        A damaged value raises `repype.store.IntegrityError` naming the task, input and field.
+        With `allow_pickle=False`, a pickled field raises `repype.store.PickleRefusedError`
+        instead of being unpickled (unpickling can run code). A damaged value raises
+        `repype.store.IntegrityError` naming the task, input and field.
         """
         if not self.runnable:
             raise TaskError(f"task {self.path} is not runnable")
-        store = self.open_store()
-        manifest = store.get_manifest(self.ref_name)
+        store = self._existing_store()
+        manifest = None if store is None else store.get_manifest(self.ref_name)
         if manifest is None:
-            raise TaskError(f"task {self.path} has no results in the store {store.url} (run it first)")
-        stored = {input_id: refs for input_id, refs in manifest["inputs"]}
+            raise TaskError(f"task {self.path} has no results in the store {self.store_url} (run it first)")
         if input_ids is None:
-            self._check_input_ids(stored)
+            self._check_input_ids(manifest.input_ids)
+        missing = [input_id for input_id in input_ids or () if input_id not in manifest]
+        if missing:
+            raise KeyError(f"task {self.path}: no stored results for input {missing[0]!r}")
+        stored = {input_id: entry.refs for input_id, entry in store.manifest_inputs(manifest, input_ids).items()}
         if pipeline is not None and fields is None:
             self._check_fields(pipeline, stored)
-        selected = list(stored) if input_ids is None else list(input_ids)
         data = {}
-        for input_id in selected:
-            if input_id not in stored:
-                raise KeyError(f"task {self.path}: no stored results for input {input_id!r}")
-            refs = stored[input_id]
+        for input_id, refs in stored.items():
             names = list(refs) if fields is None else list(fields)
             unknown = [name for name in names if name not in refs]
             if unknown:
                 raise KeyError(f"task {self.path}: input {input_id!r} has no stored fields {unknown}")
             data[input_id] = {
                 name: store.get_value(
-                    refs[name], lazy=lazy, context={"task": self.ref_name, "input": input_id, "field": name}
+                    refs[name],
+                    lazy=lazy,
+                    context={"task": self.ref_name, "input": input_id, "field": name},
+                    allow_pickle=allow_pickle,
                 )
                 for name in names
             }
         return data
 
-    def _check_input_ids(self, stored: Mapping[InputID, Any]) -> None:
+    def _check_input_ids(self, stored: list[InputID]) -> None:
         expected = set(self.input_ids)
         if set(stored) != expected:
             raise TaskError(

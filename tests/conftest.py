@@ -71,3 +71,18 @@ def s3_server() -> Iterator[S3Server]:
 def s3_url(s3_server: S3Server) -> str:
     """URL of a store in a fresh bucket of the session's moto server."""
     return f"s3://{s3_server.new_bucket()}/store"
+
+
+@pytest.fixture
+def counts(tmp_path, monkeypatch):
+    """A file that the stages of `taskstages` append one line per execution to, in any process."""
+    import os
+    import pathlib
+
+    from taskstages import COUNTS_ENV
+
+    path = tmp_path / "counts.txt"
+    monkeypatch.setenv(COUNTS_ENV, str(path))
+    tests = str(pathlib.Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    return path

@@ -101,6 +101,10 @@ def test_cli_dry_run_run_and_reset(tmp_path, counts):
     done = repype_cli(str(root), "--run")
     assert done.returncode == 0, done.stdout + done.stderr
     assert read_counts(counts)["load"] == 2
+    executed = sum(read_counts(counts).values())
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("Batch finished in ") and "3 task(s) completed;" in summary
+    assert f"{executed} stage execution(s) run, {3 * 2 * 4 - executed} reused from the store" in summary
     assert "0 task(s) selected" in repype_cli(str(root)).stdout
 
     (root / "b" / "task.yml").write_text("runnable: true\nconfig: {threshold: {threshold: 0.8}}\n")
@@ -124,6 +128,7 @@ def test_cli_task_dir_selection_and_failure_exit_code(tmp_path, counts):
     assert "fail" in failed.stdout and "failing on purpose" in failed.stdout
     assert "Error in stage 'fail' on input 1 of task" in failed.stdout
     assert failed.stdout.count("Traceback") == 1  # the stage's own traceback, once
+    assert "0 task(s) completed, 1 failed, 1 not started;" in failed.stdout.strip().splitlines()[-1]
 
 
 def test_cli_store_commands(tmp_path, counts):

@@ -686,6 +686,13 @@ def test_record_is_overwritten_and_deleted(open_store):
 
 # --- manifests and refs --------------------------------------------------------------------------
 
+
+def a_manifest(inputs: dict | None = None, **parts) -> rs.Manifest:
+    """A typed manifest: `inputs` maps input ids to field references; `parts` set spec, config, stages."""
+    entries = [rs.InputEntry(input_id, refs) for input_id, refs in (inputs or {}).items()]
+    return rs.Manifest(parts.get("spec", {}), parts.get("config", {}), parts.get("stages", {}), entries)
+
+
 REF_NAMES = [".", "sweep/lr-0.1", "a/b/c", "x.y", "..", "with space", "ünï/cöde", "%2E", "50%", "a/.", "UPPER"]
 
 
@@ -694,20 +701,21 @@ def test_manifests_and_refs(store_url, open_store):
     names = handful(store_url, REF_NAMES, 4)
     digests = {}
     for index, name in enumerate(names):
-        digests[name] = store.put_manifest(name, {"task": name, "index": index, "nested": {"l": [1, None]}})
+        config = {"task": name, "index": index, "nested": {"l": [1, None]}}
+        digests[name] = store.put_manifest(name, a_manifest(config=config))
         assert re.fullmatch(r"[0-9a-f]{40}", digests[name])
     fresh = open_store(mode="r")
     assert fresh.list_refs() == sorted(names)
     assert fresh.tasks() == sorted(names)
     for index, name in enumerate(names):
-        assert fresh.get_manifest(name) == {"task": name, "index": index, "nested": {"l": [1, None]}}
-        assert fresh.ref_target(name) == digests[name]
+        assert fresh.get_manifest(name).config == {"task": name, "index": index, "nested": {"l": [1, None]}}
+        assert fresh.get_manifest(name).digest == fresh.ref_target(name) == digests[name]
     assert fresh.get_manifest("no/such/ref") is None
     assert fresh.ref_target("no/such/ref") is None
     # Refs move: the same name now points at another manifest; equal manifests share a digest.
-    moved = store.put_manifest(names[0], {"task": names[1], "index": 1, "nested": {"l": [1, None]}})
+    moved = store.put_manifest(names[0], a_manifest(config={"task": names[1], "index": 1, "nested": {"l": [1, None]}}))
     assert moved == digests[names[1]]
-    assert open_store().get_manifest(names[0])["task"] == names[1]
+    assert open_store().get_manifest(names[0]).config["task"] == names[1]
     store.delete_ref(names[1])
     assert open_store().list_refs() == sorted(set(names) - {names[1]})
     assert open_store().get_manifest(names[1]) is None
@@ -718,7 +726,7 @@ def test_manifests_and_refs(store_url, open_store):
 def test_delete_ref_does_not_touch_similar_names(open_store):
     store = open_store()
     for name in ["a", "a/b", "ab", "a.b"]:
-        store.put_manifest(name, {"name": name})
+        store.put_manifest(name, a_manifest(config={"name": name}))
     store.delete_ref("a")
     assert open_store().list_refs() == ["a.b", "a/b", "ab"]
 
@@ -731,13 +739,13 @@ def test_list_refs_of_a_new_store_is_empty(open_store):
 def test_empty_ref_name_is_refused(local_url):
     store = local_url.open()
     with pytest.raises((rs.StoreError, ValueError)):
-        store.put_manifest("", {"x": 1})
+        store.put_manifest("", a_manifest())
 
 
 def test_manifest_with_non_finite_config_value(local_url):
     store = local_url.open()
-    store.put_manifest("t", {"config": {"threshold": float("nan"), "limit": float("inf")}})
-    config = local_url.open().get_manifest("t")["config"]
+    store.put_manifest("t", a_manifest(config={"threshold": float("nan"), "limit": float("inf")}))
+    config = local_url.open().get_manifest("t").config
     assert config["limit"] == float("inf")
     assert config["threshold"] != config["threshold"]
 
@@ -749,9 +757,9 @@ def test_manifest_with_non_finite_config_value(local_url):
 )
 def test_long_ref_names_on_a_local_store(local_url, name):
     store = local_url.open()
-    store.put_manifest(name, {"task": name})
+    store.put_manifest(name, a_manifest(config={"task": name}))
     assert local_url.open().list_refs() == [name]
-    assert local_url.open().get_manifest(name) == {"task": name}
+    assert local_url.open().get_manifest(name).config == {"task": name}
 
 
 # --- browsing tasks ----------------------------------------------------------------------------------
@@ -769,15 +777,13 @@ def write_task(store: rs.Store, name: str = "sweep/a") -> dict:
         },
         "img-b": {"image": store.put_value(IMAGE[:, ::2], field="image"), "count": store.put_value(3)},
     }
-    manifest = {
-        "inputs": [[input_id, fields] for input_id, fields in refs.items()],
-        "records": [],
-        "spec": {"runnable": True, "config": {"segment": {"sigma": 1.5}}},
-        "config": {"segment": {"sigma": 1.5}, "ids": [1, "img-b"]},
-        "stages": {"segment": "a" * 40, "count": "b" * 40},
-        "times": [["segment", 1, 0.5], ["count", 1, 0.25], ["segment", "img-b", 1.5]],
-        "created": 1700000000.5,
-    }
+    times = {1: {"segment": 0.5, "count": 0.25}, "img-b": {"segment": 1.5}}
+    manifest = rs.Manifest(
+        spec={"runnable": True, "config": {"segment": {"sigma": 1.5}}},
+        config={"segment": {"sigma": 1.5}, "ids": [1, "img-b"]},
+        stages={"segment": "a" * 40, "count": "b" * 40},
+        inputs=[rs.InputEntry(input_id, fields, times[input_id]) for input_id, fields in refs.items()],
+    )
     store.put_manifest(name, manifest)
     return refs
 
@@ -796,7 +802,7 @@ def test_task_view(open_store):
     assert task.spec["runnable"] is True
     assert task.stages == {"segment": "a" * 40, "count": "b" * 40}
     assert task.times == {"segment": {1: 0.5, "img-b": 1.5}, "count": {1: 0.25}}
-    assert task.created == 1700000000.5
+    assert abs(task.created - time.time()) < 600  # when the ref was written
     assert set(task.refs(1)) == {"image", "count", "labels"}
     assert_same(task.field(1, "image"), IMAGE)
     assert_same(task.field("img-b", "image"), IMAGE[:, ::2].copy())
@@ -882,7 +888,7 @@ def test_read_only_store_refuses_writes(open_store):
     present = writer.put_value(np.arange(3.0))
     record_key = key({"w": 1})
     writer.put_record(record_key, {"v": present}, 1.0)
-    writer.put_manifest("t", {"inputs": []})
+    writer.put_manifest("t", a_manifest())
     store = open_store(mode="r")
     assert store.read_only
     assert "read-only" in repr(store)
@@ -892,7 +898,7 @@ def test_read_only_store_refuses_writes(open_store):
         "put_value pickle": lambda: store.put_value(Point(1, 2)),
         "put_value rewrite": lambda: store.put_value(np.arange(3.0), rewrite=True),
         "put_record": lambda: store.put_record(key({"w": 2}), {"v": present}, 1.0),
-        "put_manifest": lambda: store.put_manifest("u", {"inputs": []}),
+        "put_manifest": lambda: store.put_manifest("u", a_manifest()),
         "delete_ref": lambda: store.delete_ref("t"),
         "delete_record": lambda: store.delete_record(record_key),
     }
@@ -1004,7 +1010,7 @@ def test_plain_zarr_can_walk_the_store(local_url):
     value = np.linspace(0, 1, 3 * 70).reshape(3, 70)
     ref = store.put_value(value, field="signal")
     store.put_record(key({"z": 1}), {"signal": ref}, 0.5, stage="s")
-    store.put_manifest("a/b", {"inputs": [[1, {"signal": ref}]]})
+    store.put_manifest("a/b", a_manifest({1: {"signal": ref}}))
     root = zarr.open_group(local_url.url, mode="r")
     assert root.attrs["repype"]["format"] >= 1
     assert {"blobs", "records", "manifests", "refs"} <= set(root.group_keys())
@@ -1179,7 +1185,7 @@ def test_credentials_are_never_written_or_shown(s3_server):
     store = rs.open(url, storage_options=options)
     ref = store.put_value(np.arange(4.0))
     store.put_record(key({"c": 1}), {"v": ref}, 1.0)
-    store.put_manifest("t", {"inputs": [[1, {"v": ref}]]})
+    store.put_manifest("t", a_manifest({1: {"v": ref}}))
     assert store.url == url
     assert secret not in repr(store)
     everything = store.backend.get_many(store.backend.list_prefix(""))

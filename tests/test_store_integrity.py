@@ -282,8 +282,8 @@ def test_verify_reports_record_with_invalid_json(local):
     assert not report.ok
     assert set(report.broken_records) == {key}
     assert key in report.format()
-    with pytest.raises(IntegrityError, match=key):
-        repype.store.open(str(root)).get_record(key)
+    with pytest.warns(repype.store.IntegrityWarning, match=key):  # a damaged record counts as missing
+        assert repype.store.open(str(root)).get_record(key) is None
     assert repype.store.open(str(root)).verify(repair=True).repaired
     assert repype.store.open(str(root)).verify().ok
     assert repype.store.open(str(root)).get_record(key) is None
@@ -303,16 +303,13 @@ def test_verify_reports_manifest_and_ref_reaching_a_damaged_value(local):
     assert store.list_refs() == []
 
 
-def manifest(inputs: list, records: list | None = None, created: float | None = None) -> dict:
-    return {
-        "inputs": inputs,
-        "records": records or [],
-        "config": {},
-        "spec": {},
-        "stages": {},
-        "times": [],
-        "created": time.time() if created is None else created,
-    }
+def manifest(inputs: list, records: list | None = None) -> repype.store.Manifest:
+    """A manifest of `[input_id, refs]` pairs; the first input lists the `records` the task reached."""
+    entries = [
+        repype.store.InputEntry(input_id, refs, records=list(records or []) if index == 0 else [])
+        for index, (input_id, refs) in enumerate(inputs)
+    ]
+    return repype.store.Manifest({}, {}, {}, entries)
 
 
 # --- leftovers of interrupted writes --------------------------------------------------------------
@@ -351,9 +348,10 @@ def test_manifest_inline_values_round_trip(local):
     _, store = local
     ref = store.put_value({"a": [1, 2.5, "x"]}, "meta")
     store.put_manifest("m", manifest([[1, {"meta": ref}]]))
-    loaded = store.get_manifest("m")
-    assert json.loads(json.dumps(loaded))["inputs"][0][0] == 1
-    assert store.get_value(loaded["inputs"][0][1]["meta"]) == {"a": [1, 2.5, "x"]}
+    fresh = repype.store.open(str(local[0]), mode="r")
+    loaded = fresh.get_manifest("m")
+    assert loaded.input_ids == [1]
+    assert fresh.get_value(fresh.manifest_inputs(loaded)[1].refs["meta"]) == {"a": [1, 2.5, "x"]}
     assert os.path.isdir(local[0] / "refs")
 
 
@@ -362,7 +360,6 @@ def test_manifest_inline_values_round_trip(local):
 WORKERS = 4
 SHARED = 4
 OWN = 2
-FIXED_TIME = 1_700_000_000.0
 
 
 def shared_value(k: int) -> np.ndarray:
@@ -382,7 +379,7 @@ def own_key(worker: int, k: int) -> str:
 
 
 def common_manifest(refs: list[dict]) -> dict:
-    return manifest([[k, {"v": ref}] for k, ref in enumerate(refs)], [shared_key(k) for k in range(SHARED)], FIXED_TIME)
+    return manifest([[k, {"v": ref}] for k, ref in enumerate(refs)], [shared_key(k) for k in range(SHARED)])
 
 
 def concurrent_writer(url: str, options: dict | None, worker: int, barrier) -> None:
@@ -407,7 +404,7 @@ def concurrent_writer(url: str, options: dict | None, worker: int, barrier) -> N
         ref = record.outputs["v" if key in keys[:SHARED] else "o"]
         assert reader.get_value(ref).shape == tuple(ref["shape"])
     for name in reader.list_refs():
-        assert reader.get_manifest(name)["inputs"]
+        assert reader.get_manifest(name).input_ids
 
 
 def run_concurrent_writers(url: str, options: dict | None) -> None:
@@ -455,7 +452,7 @@ def check_concurrent_result(url: str, options: dict | None) -> None:
         assert view.input_ids == list(range(OWN))
         assert [view.refs(k)["o"]["digest"] for k in range(OWN)] == [digest[w, k] for k in range(OWN)]
     common = store.task("common")
-    assert common.created == FIXED_TIME
+    assert common.manifest.digest == store.ref_target("common")  # every worker wrote the same manifest
     np.testing.assert_array_equal(common.field(SHARED - 1, "v"), shared_value(SHARED - 1))
     assert [common.refs(k)["v"]["digest"] for k in range(SHARED)] == [digest[k] for k in range(SHARED)]
 
@@ -627,8 +624,12 @@ def test_writers_killed_at_random_leave_no_broken_record(tmp_path):
 
 
 def backdate_blob(root: Path, digest: str, seconds: float) -> None:
+    backdate_node(blob_dir(root, digest), seconds)
+
+
+def backdate_node(node: Path, seconds: float) -> None:
     moment = time.time() - seconds
-    for path in blob_dir(root, digest).rglob("*"):
+    for path in node.rglob("*"):
         os.utime(path, (moment, moment))
 
 
@@ -730,9 +731,10 @@ def test_gc_spares_young_unreferenced_records_and_what_they_reach(tmp_path):
     store.put_record(key_of("old"), {"v": old_value}, 1.0)
     store.put_record(key_of("young"), {"v": young_value, "shared": old_value}, 1.0)
     store.put_record(key_of("kept-old"), {"v": kept_value}, 1.0)
-    store.put_manifest("keep", manifest([[0, {"v": kept_value}]], [key_of("kept-old")], created=time.time() - 7200))
-    old_manifest = store.put_manifest("gone", manifest([[0, {"v": kept_value}]], [], created=time.time() - 7200))
+    store.put_manifest("keep", manifest([[0, {"v": kept_value}]], [key_of("kept-old")]))
+    old_manifest = store.put_manifest("gone", manifest([[0, {"v": kept_value}]], []))
     store.delete_ref("gone")
+    backdate_node(root / "manifests" / old_manifest[:2] / old_manifest, 7200)
     for ref in (old_value, young_value, kept_value, loose):
         backdate_blob(root, ref["digest"], 7200)  # every value is old on disk
     backdate_record(root, key_of("old"), 7200)

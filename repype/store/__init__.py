@@ -10,28 +10,37 @@ from repype.store.browse import TaskView
 from repype.store.codecs import FieldCodec, register_codec, unregister_codec
 from repype.store.errors import (
     IntegrityError,
+    IntegrityWarning,
     KeyMaterialError,
     PickleRefusedError,
     ReadOnlyError,
     SerializationError,
     StoreError,
+    StoreFormatError,
     StoreMissingError,
     StoreUnavailableError,
 )
 from repype.store.keys import KEY_SCHEMA_VERSION, stage_key
-from repype.store.store import Record, Store, open
+from repype.store.manifests import InputEntry, Manifest, ManifestHeader, Record, Ref
+from repype.store.store import Store, open
 
 __all__ = [
     "KEY_SCHEMA_VERSION",
     "FieldCodec",
+    "InputEntry",
     "IntegrityError",
+    "IntegrityWarning",
     "KeyMaterialError",
+    "Manifest",
+    "ManifestHeader",
     "PickleRefusedError",
     "ReadOnlyError",
     "Record",
+    "Ref",
     "SerializationError",
     "Store",
     "StoreError",
+    "StoreFormatError",
     "StoreMissingError",
     "StoreUnavailableError",
     "TaskView",

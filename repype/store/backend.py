@@ -5,24 +5,26 @@ URLs use `zarr.storage.LocalStore` (writes go to a temporary name, then are rena
 URLs `zarr.storage.FsspecStore` (single-object puts on object stores are atomic). A missing key
 is `None`; backend failures become :class:`StoreUnavailableError` naming the URL without
 credentials. Bulk operations run concurrently on zarr's event loop.
+
+Local stores read and list their files directly and import zarr only when first writing or
+opening an array, so that listing tasks or reading a JSON field does not pay for importing it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar
-
-import zarr
-from zarr.abc.store import Store as ZarrStore
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from repype.store.errors import ReadOnlyError, StoreError, StoreMissingError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import zarr
+    from zarr.abc.store import Store as ZarrStore
 
 T = TypeVar("T")
 
@@ -78,18 +80,38 @@ class Backend:
         self.url = url
         self.display_url = redact(url)
         self.read_only = read_only
-        self.zarr_store = self._open(url, storage_options, read_only)
-        self._prototype = default_buffer_prototype()
+        self.root = local_path(url)
+        """The directory of a local store (read directly, without zarr), or None."""
+        self._zarr_store: ZarrStore | None = None
+        if self.root is None:
+            self._zarr_store = self._open_fsspec(url, storage_options, read_only)
+        elif not read_only:
+            os.makedirs(self.root, exist_ok=True)
+        elif not os.path.isdir(self.root):
+            raise StoreMissingError(f"there is no repype store at {self.display_url}")
+        self._prototype: Any = None
         self._semaphore: asyncio.Semaphore | None = None
 
-    def _open(self, url: str, storage_options: dict[str, Any] | None, read_only: bool) -> ZarrStore:
-        path = local_path(url)
-        if path is not None:
-            if not read_only:
-                os.makedirs(path, exist_ok=True)
-            elif not os.path.isdir(path):
-                raise StoreMissingError(f"there is no repype store at {self.display_url}")
-            return LocalStore(path, read_only=read_only)
+    @property
+    def zarr_store(self) -> ZarrStore:
+        """The zarr store under this backend (a local one is created when first needed)."""
+        if self._zarr_store is None:
+            from zarr.storage import LocalStore
+
+            self._zarr_store = LocalStore(self.root, read_only=self.read_only)
+        return self._zarr_store
+
+    @property
+    def _buffers(self) -> Any:
+        if self._prototype is None:
+            from zarr.core.buffer import default_buffer_prototype
+
+            self._prototype = default_buffer_prototype()
+        return self._prototype
+
+    def _open_fsspec(self, url: str, storage_options: dict[str, Any] | None, read_only: bool) -> ZarrStore:
+        from zarr.storage import FsspecStore
+
         protocol = url.split("://", 1)[0]
         options = dict(storage_options or {})
         retries = None
@@ -108,10 +130,15 @@ class Backend:
         except ValueError as error:
             raise StoreUnavailableError(f"store {self.display_url}: unknown protocol '{protocol}': {error}") from None
 
+    def _local_file(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
     # --- running requests ---------------------------------------------------------------------
 
     def run(self, coroutine: Awaitable[T]) -> T:
         """Runs a coroutine on zarr's loop; backend failures become StoreUnavailableError."""
+        from zarr.core.sync import sync
+
         try:
             return sync(coroutine)
         except StoreError:
@@ -128,27 +155,42 @@ class Backend:
             raise ReadOnlyError(f"store {self.display_url} is open read-only")
 
     async def _limited(self, job: Callable[[], Awaitable[T]]) -> T:
+        import asyncio  # imported here, like zarr, so that reading a local store does not pay for it
+
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(CONCURRENCY)
         async with self._semaphore:
             return await job()
 
     async def _gather(self, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+        import asyncio
+
         return await asyncio.gather(*(self._limited(job) for job in jobs))
 
     # --- reads -------------------------------------------------------------------------------
 
     async def _get(self, key: str) -> bytes | None:
-        buffer = await self.zarr_store.get(key, self._prototype)
+        buffer = await self.zarr_store.get(key, self._buffers)
         return None if buffer is None else buffer.to_bytes()
+
+    def _read_local(self, key: str) -> bytes | None:
+        try:
+            with open(self._local_file(key), "rb") as file:
+                return file.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
 
     def get(self, key: str) -> bytes | None:
         """The bytes at `key`, or None."""
+        if self.root is not None:
+            return self._read_local(key)
         return self.run(self._get(key))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
-        """The bytes at each key (None where missing), fetched concurrently."""
+        """The bytes at each key (None where missing), fetched concurrently (local files one by one)."""
         keys = list(keys)
+        if self.root is not None:
+            return {key: self._read_local(key) for key in keys}
 
         async def fetch() -> list[bytes | None]:
             return await self._gather([lambda key=key: self._get(key) for key in keys])
@@ -157,10 +199,19 @@ class Backend:
 
     def exists(self, key: str) -> bool:
         """Whether `key` exists."""
+        if self.root is not None:
+            return os.path.isfile(self._local_file(key))
         return self.run(self.zarr_store.exists(key))
 
     def list_prefix(self, prefix: str) -> list[str]:
         """Every key below `prefix` (recursively)."""
+        if self.root is not None:
+            base = self._local_file(prefix.rstrip("/")) if prefix.strip("/") else self.root
+            return [
+                os.path.relpath(os.path.join(directory, name), self.root).replace(os.sep, "/")
+                for directory, _, names in os.walk(base)
+                for name in names
+            ]
 
         async def collect() -> list[str]:
             return [key async for key in self.zarr_store.list_prefix(prefix)]
@@ -169,6 +220,11 @@ class Backend:
 
     def list_dir(self, prefix: str) -> list[str]:
         """The names directly below `prefix` (keys and sub-directories)."""
+        if self.root is not None:
+            try:
+                return os.listdir(self._local_file(prefix) if prefix.strip("/") else self.root)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
 
         async def collect() -> list[str]:
             return [key async for key in self.zarr_store.list_dir(prefix)]
@@ -177,10 +233,10 @@ class Backend:
 
     def modified(self, key: str) -> float | None:
         """Modification time (seconds since the epoch) of `key`, or None when unknown."""
-        store = self.zarr_store
         try:
-            if isinstance(store, LocalStore):
-                return os.path.getmtime(os.path.join(store.root, key))
+            if self.root is not None:
+                return os.path.getmtime(self._local_file(key))
+            store = self.zarr_store
             info = self.run(store.fs._info(f"{store.path}/{key}"))
         except (OSError, StoreError, KeyError):
             return None
@@ -198,13 +254,13 @@ class Backend:
         """Writes `data` at `key` (atomically: readers see the old or the new bytes)."""
         self._check_writable()
         with self._write_errors():
-            self.run(self.zarr_store.set(key, self._prototype.buffer.from_bytes(data)))
+            self.run(self.zarr_store.set(key, self._buffers.buffer.from_bytes(data)))
 
     def set_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Writes every `(key, data)` pair, concurrently."""
         self._check_writable()
         items = list(items)
-        store, buffer = self.zarr_store, self._prototype.buffer
+        store, buffer = self.zarr_store, self._buffers.buffer
 
         async def put() -> None:
             await self._gather([lambda k=k, d=d: store.set(k, buffer.from_bytes(d)) for k, d in items])
@@ -251,6 +307,8 @@ class Backend:
 
     def open_array(self, path: str) -> zarr.Array:
         """The Zarr array at `path`, opened read-only."""
+        import zarr
+
         store = self.zarr_store if self.read_only else self.zarr_store.with_read_only(True)
         return zarr.open_array(store=store, path=path, mode="r", zarr_format=3)
 

@@ -20,7 +20,7 @@ from zarr.storage import MemoryStore
 
 from repype.store.backend import Backend
 from repype.store.codecs import Encoded, ValueRef, payload_digest
-from repype.store.errors import IntegrityError, StoreError
+from repype.store.errors import IntegrityError, StoreError, where
 from repype.store.layout import blob_path, metadata_key
 
 CHUNK_BYTES = 1 << 20
@@ -178,14 +178,6 @@ def _forget_pool() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pool)
-
-
-def where(context: dict[str, Any] | None) -> str:
-    """`task ..., input ..., field ...` for messages, from what the caller knows."""
-    if not context:
-        return ""
-    parts = [f"{name} {context[name]!r}" for name in ("task", "input", "field") if context.get(name) is not None]
-    return ", ".join(parts) + ": " if parts else ""
 
 
 def read_payload(backend: Backend, ref: ValueRef, context: dict[str, Any] | None = None) -> np.ndarray:

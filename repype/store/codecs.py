@@ -2,7 +2,9 @@
 
 * numpy arrays of bool, integer, float and complex dtypes: Zarr arrays (`ndarray`, native
   layout); fixed-width bytes/unicode, datetime and non-native byte orders are stored as raw
-  bytes with a trailing item axis (`raw` layout) and restored to the exact dtype;
+  bytes with a trailing item axis (`raw` layout) and restored to the exact dtype; arrays up to
+  a `pack_limit` in bytes (off unless asked for) are packed into their reference instead
+  (`packed` layout);
 * values that JSON represents exactly: JSON (small ones inline, in the reference itself);
 * values of a type with a registered :class:`FieldCodec`: that codec's bytes;
 * tuples, sets, frozensets, bytes, numpy scalars, non-finite floats and dicts with non-string
@@ -16,6 +18,7 @@ dtype and shape, then the bytes. Identical values therefore share one digest.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -23,15 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import dill
 import numpy as np
 import xxhash
 
 from repype.canonical import canonical, from_canonical
-from repype.store.errors import SerializationError
+from repype.store.errors import IntegrityError, SerializationError
 
 INLINE_LIMIT = 1024
 """JSON values whose canonical text is at most this many bytes live inside their reference."""
+
+PACK_LIMIT = 4096
+"""A good `pack_limit`: arrays of at most this many bytes then live inside their reference (so
+inside the stage record and the manifest), base64-encoded, instead of being a Zarr array each:
+a tiny value costs no object of its own and loads without zarr. Their digest is the same as if
+they were stored as arrays, so packing changes no key."""
 
 ValueRef = dict[str, Any]
 
@@ -139,13 +147,17 @@ def _is_storable_array(value: Any) -> bool:
     return value.dtype.kind in _NATIVE_KINDS + _RAW_KINDS and value.dtype.itemsize > 0
 
 
-def encode(value: Any, field_name: str = "") -> Encoded:
-    """The stored form of `value`; raises :class:`SerializationError` naming `field_name` when impossible."""
+def encode(value: Any, field_name: str = "", pack_limit: int | None = None) -> Encoded:
+    """The stored form of `value`; raises :class:`SerializationError` naming `field_name` when impossible.
+
+    Arrays of at most `pack_limit` bytes are packed into the reference (see :data:`PACK_LIMIT`;
+    None packs nothing).
+    """
     with contextlib.suppress(UnicodeEncodeError):  # strings with lone surrogates are pickled
         if is_exact_json(value):
             return _encode_text("json", value)
     if _is_storable_array(value):
-        return _encode_array(value)
+        return _encode_array(value, pack_limit)
     codec = _codec_for(value)
     if codec is not None:
         try:
@@ -157,6 +169,8 @@ def encode(value: Any, field_name: str = "") -> Encoded:
             document = canonical(value)
             if _exactly_equal(from_canonical(document), value):
                 return _encode_text("tagged", document)
+    import dill  # imported when first needed: most values are arrays or JSON
+
     try:
         return _encode_bytes("pickle", dill.dumps(value))
     except Exception as error:
@@ -177,8 +191,21 @@ def _encode_text(codec: str, document: Any) -> Encoded:
     )
 
 
+def is_inline(ref: ValueRef) -> bool:
+    """Whether the value of `ref` is held in the reference itself (small JSON, packed arrays)."""
+    return "value" in ref or "packed" in ref
+
+
 def inline_value(ref: ValueRef) -> Any:
-    """The value held inside a reference (a fresh object on every call)."""
+    """The value held inside a reference (a fresh object on every call); packed arrays are verified.
+
+    Raises IntegrityError when a packed array does not match its digest.
+    """
+    if "packed" in ref:
+        array = np.frombuffer(base64.b64decode(ref["packed"]), np.dtype(ref["dtype"])).reshape(ref["shape"]).copy()
+        if array_digest(array) != ref["digest"]:
+            raise IntegrityError(f"value {ref['digest']} is damaged (its packed content does not match its digest)")
+        return array
     if ref["codec"] == "tagged":
         return from_canonical(ref["value"])
     return copy.deepcopy(ref["value"])
@@ -214,9 +241,12 @@ def _exactly_equal(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-def _encode_array(value: np.ndarray) -> Encoded:
+def _encode_array(value: np.ndarray, pack_limit: int | None) -> Encoded:
     digest = array_digest(value)
     ref = {"digest": digest, "codec": "ndarray", "stored": False, "dtype": value.dtype.str, "shape": list(value.shape)}
+    if pack_limit is not None and value.nbytes <= pack_limit:
+        ref.update(stored=True, layout="packed", packed=base64.b64encode(_array_bytes(value)).decode("ascii"))
+        return Encoded(ref)
     if value.dtype.kind in _NATIVE_KINDS and value.dtype.isnative:
         ref["layout"] = "native"
         return Encoded(ref, np.require(value, requirements="C"))
@@ -260,6 +290,8 @@ def decode(ref: ValueRef, payload: np.ndarray, allow_pickle: bool, refuse: Calla
     if codec == "pickle":
         if not allow_pickle:
             raise refuse()
+        import dill
+
         return dill.loads(data)
     custom = codec_named(codec)
     if custom is None:

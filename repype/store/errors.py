@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def where(context: dict[str, Any] | None) -> str:
+    """`task ..., input ..., field ...: ` for messages, from what the caller knows."""
+    if not context:
+        return ""
+    parts = [f"{name} {context[name]!r}" for name in ("task", "input", "field") if context.get(name) is not None]
+    return ", ".join(parts) + ": " if parts else ""
+
 
 class StoreError(Exception):
     """Something went wrong in the store."""
@@ -33,3 +43,11 @@ class PickleRefusedError(StoreError):
 
 class KeyMaterialError(StoreError):
     """A hyperparameter or key material value has no canonical form, so no stable key exists."""
+
+
+class StoreFormatError(StoreError):
+    """The store was written in a format this version of repype cannot write (or read)."""
+
+
+class IntegrityWarning(UserWarning):
+    """A damaged stage record was ignored: it is treated as missing, so its stage runs again and replaces it."""

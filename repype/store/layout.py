@@ -3,8 +3,11 @@
     zarr.json                           root group (attributes: repype format)
     blobs/<d[:2]>/<digest>/             a value: a Zarr array (chunks first, metadata last)
     records/<k[:2]>/<key>/zarr.json     a stage record: a group whose attributes are the record
-    manifests/<m[:2]>/<digest>/zarr.json  a task manifest (group attributes)
+    manifests/<m[:2]>/<digest>/zarr.json  a task manifest's header (group attributes), written last
+    manifests/<m[:2]>/<digest>/<i>/zarr.json  shard i of that manifest (inputs' entries)
     refs/<quoted name>/zarr.json        a ref: a group whose attributes name a manifest
+
+The documents in records, manifests and refs are defined by :mod:`repype.store.manifests`.
 
 Every directory on the way holds a group `zarr.json`, so any Zarr client can walk the store.
 """
@@ -18,7 +21,10 @@ from typing import Any
 
 from repype.canonical import loads_canonical
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The store format this code writes (in the root's attributes). It reads formats 1 and 2:
+format 1 differs only in its manifests (one document each), which are converted on read.
+A store says the oldest format that can read it under `min_reader_format` (default: its format)."""
 SECTIONS = ("blobs", "records", "manifests", "refs")
 METADATA = "zarr.json"
 
@@ -55,6 +61,11 @@ def manifest_path(digest: str) -> str:
     return fanout("manifests", digest)
 
 
+def shard_path(digest: str, index: int) -> str:
+    """The node path of shard `index` of the manifest with `digest`."""
+    return f"{manifest_path(digest)}/{index}"
+
+
 MAX_NODE_NAME = 160
 """Longer quoted ref names are shortened with a hash (file names are limited to 255 bytes)."""
 
@@ -68,6 +79,11 @@ def ref_path(name: str) -> str:
     if len(node) > MAX_NODE_NAME:
         node = node[: MAX_NODE_NAME - 41] + "~" + hashlib.sha1(name.encode("utf-8")).hexdigest()
     return "refs/" + node
+
+
+def ref_name_guess(path: str) -> str:
+    """The best guess at the name of the ref at node `path` when its document cannot be read: the unquoted node name."""
+    return urllib.parse.unquote(path.rsplit("/", 1)[-1])
 
 
 def metadata_key(path: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repype.store import layout
+from repype.store import codecs, layout
 from repype.store.errors import StoreError
 
 COMPLETE, DAMAGED, NOT_STORED = "complete", "damaged", "not stored"
@@ -89,7 +89,7 @@ def _mark_missing_values(store: Any, entries: list[TaskEntry], views: dict[str, 
         view = views[entry.name]
         for input_id in view.input_ids:
             for name, ref in view.refs(input_id).items():
-                if ref.get("stored") and "value" not in ref:
+                if ref.get("stored") and not codecs.is_inline(ref):
                     wanted.setdefault(ref["digest"], []).append((entry, input_id, name))
     keys = {digest: layout.metadata_key(layout.blob_path(digest)) for digest in wanted}
     present = store.backend.get_many(keys.values())

@@ -1,20 +1,22 @@
 """Maintenance of a store: list (`ls`), sizes (`du`), integrity (`verify`) and garbage collection (`gc`).
 
-Built only on the store's primitives: listing keys, reading node metadata, deleting nodes.
+Built on the backend's primitives (listing keys, reading node metadata, deleting nodes), the
+layout and the document formats of :mod:`repype.store.manifests`; it never goes through `Store`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repype.store import blobs, layout
+from repype.store import blobs, codecs, layout, manifests
+from repype.store.backend import Backend
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
-from repype.store.store import Record, Store, parse_record
+from repype.store.manifests import Manifest, Record
 
 
 @dataclass
@@ -22,14 +24,16 @@ class Inventory:
     """Everything in a store, as listed and read at one moment.
 
     `blobs` maps digests to their metadata attributes (None: incomplete, no metadata yet);
-    `unreadable` maps node paths whose metadata cannot be parsed to the reason; `partials` are
-    temporary files of writers killed before their rename.
+    `unreadable` maps node paths whose metadata cannot be parsed to the reason (a damaged shard
+    counts against its manifest's node); `partials` are temporary files of writers killed before
+    their rename.
     """
 
     blobs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     blob_keys: dict[str, list[str]] = field(default_factory=dict)
     records: dict[str, Record] = field(default_factory=dict)
-    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    manifest_keys: dict[str, list[str]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     ref_paths: dict[str, str] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -40,9 +44,9 @@ PARTIAL_SUFFIX = ".partial"
 """Local writes go to `<key>.<uuid>.partial` first, then are renamed."""
 
 
-def _nodes(store: Store, section: str, partials: list[str]) -> dict[str, list[str]]:
+def _nodes(backend: Backend, section: str, partials: list[str]) -> dict[str, list[str]]:
     nodes: dict[str, list[str]] = {}
-    for key in store.backend.list_prefix(section + "/"):
+    for key in backend.list_prefix(section + "/"):
         if key.endswith(PARTIAL_SUFFIX):
             partials.append(key)
             continue
@@ -52,10 +56,10 @@ def _nodes(store: Store, section: str, partials: list[str]) -> dict[str, list[st
     return nodes
 
 
-def _metadata_of(store: Store, section: str, nodes: dict[str, list[str]]) -> dict[str, bytes | None]:
+def _metadata_of(backend: Backend, section: str, nodes: dict[str, list[str]]) -> dict[str, bytes | None]:
     keys = {name: layout.metadata_key(layout.fanout(section, name)) for name in nodes}
     present = {name: key for name, key in keys.items() if key in nodes[name]}
-    documents = store.backend.get_many(present.values())
+    documents = backend.get_many(present.values())
     return {name: documents[present[name]] if name in present else None for name in nodes}
 
 
@@ -70,55 +74,74 @@ def _parsed(inventory: Inventory, path: str, raw: bytes | None, parse: Any) -> A
         return None
 
 
-def take_inventory(store: Store) -> Inventory:
+def take_inventory(backend: Backend) -> Inventory:
     """Lists and reads the metadata of every node of the store."""
     inventory = Inventory()
-    inventory.blob_keys = _nodes(store, "blobs", inventory.partials)
-    for digest, raw in _metadata_of(store, "blobs", inventory.blob_keys).items():
+    inventory.blob_keys = _nodes(backend, "blobs", inventory.partials)
+    for digest, raw in _metadata_of(backend, "blobs", inventory.blob_keys).items():
         path = layout.blob_path(digest)
         inventory.blobs[digest] = _parsed(inventory, path, raw, lambda raw: layout.read_attributes(raw)["repype"])
-    for key, raw in _metadata_of(store, "records", _nodes(store, "records", inventory.partials)).items():
-        record = _parsed(inventory, layout.record_path(key), raw, lambda raw, key=key: parse_record(key, raw))
+    for key, raw in _metadata_of(backend, "records", _nodes(backend, "records", inventory.partials)).items():
+        record = _parsed(inventory, layout.record_path(key), raw, lambda raw, key=key: manifests.parse_record(key, raw))
         if record is not None:
             inventory.records[key] = record
-    for digest, raw in _metadata_of(store, "manifests", _nodes(store, "manifests", inventory.partials)).items():
-        manifest = _parsed(
-            inventory,
-            layout.manifest_path(digest),
-            raw,
-            lambda raw: layout.read_attributes(raw, tagged=True)["repype_manifest"],
-        )
-        if manifest is not None:
-            inventory.manifests[digest] = manifest
-    _take_refs(store, inventory)
+    _take_manifests(backend, inventory)
+    _take_refs(backend, inventory)
     return inventory
 
 
-def _take_refs(store: Store, inventory: Inventory) -> None:
+def _take_manifests(backend: Backend, inventory: Inventory) -> None:
+    inventory.manifest_keys = _nodes(backend, "manifests", inventory.partials)
+    headers = {}
+    for digest, raw in _metadata_of(backend, "manifests", inventory.manifest_keys).items():
+        path = layout.manifest_path(digest)
+        header = _parsed(inventory, path, raw, lambda raw, digest=digest: manifests.parse_manifest(digest, raw))
+        if header is not None:
+            headers[digest] = header
+    shard_keys = {
+        (digest, index): layout.metadata_key(layout.shard_path(digest, index))
+        for digest, header in headers.items()
+        for index in range(len(header.shards))
+    }
+    documents = backend.get_many(shard_keys.values())
+    for digest, header in headers.items():
+        try:
+            entries = header.entries or [
+                entry
+                for index in range(len(header.shards))
+                for entry in manifests.parse_shard(header, index, documents[shard_keys[digest, index]])
+            ]
+        except IntegrityError as error:
+            inventory.unreadable[layout.manifest_path(digest)] = str(error)
+            continue
+        inventory.manifests[digest] = manifests.manifest_of(header, entries)
+
+
+def _take_refs(backend: Backend, inventory: Inventory) -> None:
     nodes = []
-    for key in store.backend.list_prefix("refs/"):
+    for key in backend.list_prefix("refs/"):
         if key.endswith(PARTIAL_SUFFIX):
             inventory.partials.append(key)
         elif key.count("/") == 2 and key.endswith("/" + layout.METADATA):
             nodes.append(key.rsplit("/", 1)[0])
-    documents = store.backend.get_many(layout.metadata_key(path) for path in nodes)
+    documents = backend.get_many(layout.metadata_key(path) for path in nodes)
     for path in nodes:
-        document = _parsed(
-            inventory, path, documents[layout.metadata_key(path)], lambda raw: layout.read_attributes(raw)["repype_ref"]
+        ref = _parsed(
+            inventory, path, documents[layout.metadata_key(path)], lambda raw, path=path: manifests.parse_ref(path, raw)
         )
-        if document is not None:
-            inventory.refs[document["name"]] = document["manifest"]
-            inventory.ref_paths[document["name"]] = path
+        if ref is not None:
+            inventory.refs[ref.name] = ref.manifest
+            inventory.ref_paths[ref.name] = path
 
 
 def stored_digests(refs: Iterable[ValueRef]) -> set[str]:
     """Digests of the blobs that `refs` point at (inline values have none)."""
-    return {ref["digest"] for ref in refs if ref.get("stored") and "value" not in ref}
+    return {ref["digest"] for ref in refs if ref.get("stored") and not codecs.is_inline(ref)}
 
 
-def manifest_refs(manifest: dict[str, Any]) -> list[ValueRef]:
+def manifest_refs(manifest: Manifest) -> list[ValueRef]:
     """Every value reference of a manifest."""
-    return [ref for _, refs in manifest.get("inputs", []) for ref in refs.values()]
+    return [ref for entry in manifest.inputs for ref in entry.refs.values()]
 
 
 def blob_size(info: dict[str, Any] | None) -> int:
@@ -150,14 +173,23 @@ class TaskUsage:
 
 @dataclass
 class UsageReport:
-    """Result of `ls`/`du`: per-task usage, total logical vs physical bytes, dedup ratio."""
+    """Result of `ls`/`du`: per-task usage, total logical vs physical bytes, dedup ratio.
+
+    `damaged` names the tasks whose ref or manifest cannot be read (with the reason); the
+    report is then not `ok`.
+    """
 
     tasks: list[TaskUsage]
     logical_bytes: int
     physical_bytes: int
     total_bytes: int
     detail: bool = False
-    ok: bool = True
+    damaged: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every task in the store could be read."""
+        return not self.damaged
 
     @property
     def dedup_ratio(self) -> float:
@@ -165,7 +197,7 @@ class UsageReport:
         return self.logical_bytes / self.physical_bytes if self.physical_bytes else 1.0
 
     def format(self) -> str:
-        """A readable table."""
+        """A readable table, then one line per damaged task."""
         lines = [f"{'task':<40} {'inputs':>6} {'bytes':>10} {'unique':>10}  fields"]
         for task in self.tasks:
             lines.append(
@@ -177,48 +209,63 @@ class UsageReport:
             f"({_format_bytes(self.logical_bytes)} without sharing, dedup ratio {self.dedup_ratio:.2f}); "
             f"{_format_bytes(self.total_bytes)} of values in the store"
         )
+        lines += [f"damaged task {name}: {reason}" for name, reason in sorted(self.damaged.items())]
+        if self.damaged:
+            lines.append(f"DAMAGED: {len(self.damaged)} task(s) cannot be read (repype store verify --repair)")
         return "\n".join(lines)
 
 
-def du(store: Store) -> UsageReport:
-    """Bytes per task, unique vs shared, and the dedup ratio."""
-    inventory = take_inventory(store)
+def damaged_tasks(inventory: Inventory) -> dict[str, str]:
+    """Tasks whose ref cannot be read or whose manifest is missing or cannot be read, with the reason."""
+    damaged = {
+        layout.ref_name_guess(path): f"ref {path}: {reason}"
+        for path, reason in inventory.unreadable.items()
+        if path.startswith("refs/")
+    }
+    for name, digest in inventory.refs.items():
+        if digest not in inventory.manifests:
+            path = layout.manifest_path(digest)
+            damaged[name] = inventory.unreadable.get(path, f"its manifest {digest} is missing from the store")
+    return damaged
+
+
+def du(backend: Backend) -> UsageReport:
+    """Bytes per task, unique vs shared, and the dedup ratio; damaged tasks are listed apart."""
+    inventory = take_inventory(backend)
     per_task: dict[str, set[str]] = {}
-    manifests: dict[str, dict[str, Any]] = {}
+    reached: dict[str, Manifest] = {}
     for name, digest in inventory.refs.items():
         manifest = inventory.manifests.get(digest)
         if manifest is not None:
-            manifests[name] = manifest
+            reached[name] = manifest
             per_task[name] = stored_digests(manifest_refs(manifest))
     owners: dict[str, int] = {}
     for digests in per_task.values():
         for digest in digests:
             owners[digest] = owners.get(digest, 0) + 1
     sizes = {digest: blob_size(info) for digest, info in inventory.blobs.items()}
-    tasks = []
-    for name, digests in sorted(per_task.items()):
-        manifest = manifests[name]
-        fields = sorted({field for _, refs in manifest["inputs"] for field in refs})
-        tasks.append(
-            TaskUsage(
-                name,
-                len(manifest["inputs"]),
-                fields,
-                sum(sizes.get(d, 0) for d in digests),
-                sum(sizes.get(d, 0) for d in digests if owners[d] == 1),
-            )
+    tasks = [
+        TaskUsage(
+            name,
+            len(reached[name].inputs),
+            reached[name].fields,
+            sum(sizes.get(d, 0) for d in digests),
+            sum(sizes.get(d, 0) for d in digests if owners[d] == 1),
         )
+        for name, digests in sorted(per_task.items())
+    ]
     return UsageReport(
         tasks,
         logical_bytes=sum(task.bytes for task in tasks),
         physical_bytes=sum(sizes.get(d, 0) for d in owners),
         total_bytes=sum(sizes.values()),
+        damaged=damaged_tasks(inventory),
     )
 
 
-def ls(store: Store) -> UsageReport:
-    """Tasks with their inputs, fields and sizes."""
-    return du(store)
+def ls(backend: Backend) -> UsageReport:
+    """Tasks with their inputs, fields and sizes (damaged tasks listed apart)."""
+    return du(backend)
 
 
 # --- verify -------------------------------------------------------------------------------------
@@ -267,17 +314,17 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _check_blob(store: Store, digest: str, info: dict[str, Any]) -> str | None:
+def _check_blob(backend: Backend, digest: str, info: dict[str, Any]) -> str | None:
     try:
-        blobs.read_payload(store.backend, dict(info, stored=True))
+        blobs.read_payload(backend, dict(info, stored=True))
     except IntegrityError as error:
         return str(error)
     return None
 
 
-def verify(store: Store, repair: bool = False) -> VerifyReport:
+def verify(backend: Backend, repair: bool = False) -> VerifyReport:
     """Re-hashes every value and checks every reference; `repair` deletes the damage."""
-    inventory = take_inventory(store)
+    inventory = take_inventory(backend)
     report = VerifyReport()
     good: set[str] = set()
     for digest, info in inventory.blobs.items():
@@ -286,7 +333,7 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
                 report.incomplete_blobs.append(digest)
             continue
         report.checked_blobs += 1
-        problem = _check_blob(store, digest, info)
+        problem = _check_blob(backend, digest, info)
         if problem is None:
             good.add(digest)
         else:
@@ -310,35 +357,34 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
     for path, reason in inventory.unreadable.items():
         section, node = path.split("/", 1)[0], path.rsplit("/", 1)[-1]
         if section == "refs":  # its name is in the unreadable document: the node name is the best guess
-            report.broken_refs[urllib.parse.unquote(node)] = reason
-            report.ref_paths[urllib.parse.unquote(node)] = path
+            report.broken_refs[layout.ref_name_guess(path)] = reason
+            report.ref_paths[layout.ref_name_guess(path)] = path
             continue
         target = {"blobs": report.damaged_blobs, "records": report.broken_records, "manifests": report.broken_manifests}
         target[section][node] = reason
     if repair and not report.ok:
-        _repair(store, report)
+        _repair(backend, report)
     return report
 
 
-def _repair(store: Store, report: VerifyReport) -> None:
+def _repair(backend: Backend, report: VerifyReport) -> None:
     ref_paths = [report.ref_paths.get(name, name) for name in report.broken_refs]
-    delete_nodes(store, ref_paths, report.broken_records, report.broken_manifests, report.damaged_blobs)
+    delete_nodes(backend, ref_paths, report.broken_records, report.broken_manifests, report.damaged_blobs)
     report.repaired = True
 
 
 def delete_nodes(
-    store: Store, ref_paths: Iterable[str], records: Iterable[str], manifests: Iterable[str], blobs: Iterable[str]
+    backend: Backend, ref_paths: Iterable[str], records: Iterable[str], manifests: Iterable[str], blobs: Iterable[str]
 ) -> None:
     """Deletes refs (by node path), then records and manifests, then values: nothing points at a deleted value."""
     for path in ref_paths:
-        store.backend.delete_dir(path)
+        backend.delete_dir(path)
     for key in records:
-        store.delete_record(key)
+        backend.delete_dir(layout.record_path(key))
     for digest in manifests:
-        store.backend.delete_dir(layout.manifest_path(digest))
+        backend.delete_dir(layout.manifest_path(digest))
     for digest in blobs:
-        store.backend.delete_dir(layout.blob_path(digest))
-    store.forget_cache()
+        backend.delete_dir(layout.blob_path(digest))
 
 
 # --- gc -------------------------------------------------------------------------------------------
@@ -369,9 +415,9 @@ class GcReport:
         return text + ("\nDRY RUN: nothing was deleted; run again with --yes to delete" if self.dry_run else "")
 
 
-def gc(store: Store, grace: float = 86400.0, dry_run: bool = True) -> GcReport:
+def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcReport:
     """Deletes blobs, records and manifests that no ref reaches, sparing those younger than `grace` seconds."""
-    inventory = take_inventory(store)
+    inventory = take_inventory(backend)
     report = GcReport(dry_run=dry_run)
     young_before = time.time() - grace
 
@@ -382,15 +428,16 @@ def gc(store: Store, grace: float = 86400.0, dry_run: bool = True) -> GcReport:
     live_records: set[str] = set()
     live_blobs: set[str] = set()
     for digest in live_manifests:
-        manifest = inventory.manifests.get(digest) or {}
-        live_blobs |= stored_digests(manifest_refs(manifest))
-        live_records.update(manifest.get("records", []))
+        manifest = inventory.manifests.get(digest)
+        if manifest is not None:
+            live_blobs |= stored_digests(manifest_refs(manifest))
+            live_records |= manifest.records
     for digest, manifest in inventory.manifests.items():
         if digest in live_manifests:
             continue
-        if is_young((manifest or {}).get("created")):
+        if is_young(_node_modified(backend, inventory.manifest_keys[digest], layout.manifest_path(digest))):
             report.spared_young += 1
-            live_blobs |= stored_digests(manifest_refs(manifest or {}))
+            live_blobs |= stored_digests(manifest_refs(manifest))
         else:
             report.manifests.append(digest)
     for key, record in inventory.records.items():
@@ -404,34 +451,40 @@ def gc(store: Store, grace: float = 86400.0, dry_run: bool = True) -> GcReport:
     for digest in inventory.blob_keys:
         if digest in live_blobs:
             continue
-        if is_young(_blob_modified(store, inventory, digest)):
+        if is_young(_blob_modified(backend, inventory, digest)):
             report.spared_young += 1
         else:
             report.blobs.append(digest)
-    report.partials = [key for key in inventory.partials if not is_young(store.backend.modified(key))]
+    report.partials = [key for key in inventory.partials if not is_young(backend.modified(key))]
     if not dry_run:
-        _spare_what_writers_touched(store, inventory, report, is_young)
-        delete_nodes(store, (), report.records, report.manifests, report.blobs)
-        store.backend.delete_many(report.partials)
+        _spare_what_writers_touched(backend, inventory, report, is_young)
+        delete_nodes(backend, (), report.records, report.manifests, report.blobs)
+        backend.delete_many(report.partials)
     report.freed_bytes = sum(blob_size(inventory.blobs.get(digest)) for digest in report.blobs)
     return report
 
 
-def _blob_modified(store: Store, inventory: Inventory, digest: str) -> float | None:
+def _node_modified(backend: Backend, keys: list[str], path: str) -> float | None:
+    """When a node was last written: its metadata's modification time (else that of any key of it)."""
+    metadata = layout.metadata_key(path)
+    return backend.modified(metadata if metadata in keys else keys[0])
+
+
+def _blob_modified(backend: Backend, inventory: Inventory, digest: str) -> float | None:
     """When a blob was last written or reused (writers rewrite the metadata of values they reuse)."""
-    keys = inventory.blob_keys[digest]
-    metadata = layout.metadata_key(layout.blob_path(digest))
-    return store.backend.modified(metadata if metadata in keys else keys[0])
+    return _node_modified(backend, inventory.blob_keys[digest], layout.blob_path(digest))
 
 
-def _spare_what_writers_touched(store: Store, inventory: Inventory, report: GcReport, is_young: Any) -> None:
+def _spare_what_writers_touched(backend: Backend, inventory: Inventory, report: GcReport, is_young: Any) -> None:
     """Just before deleting: spare values reused since the listing, and values that new records reach."""
-    new_records = [key for key in _nodes(store, "records", []) if key not in inventory.records]
-    reached = {
-        digest
-        for record in store.get_records(new_records).values()
-        for digest in stored_digests(record.outputs.values())
-    }
-    kept = [d for d in report.blobs if d in reached or is_young(_blob_modified(store, inventory, d))]
+    new_records = [key for key in _nodes(backend, "records", []) if key not in inventory.records]
+    documents = backend.get_many(layout.metadata_key(layout.record_path(key)) for key in new_records)
+    reached: set[str] = set()
+    for key in new_records:
+        raw = documents[layout.metadata_key(layout.record_path(key))]
+        with contextlib.suppress(IntegrityError):  # a damaged new record reaches nothing
+            if raw is not None:
+                reached |= stored_digests(manifests.parse_record(key, raw).outputs.values())
+    kept = [d for d in report.blobs if d in reached or is_young(_blob_modified(backend, inventory, d))]
     report.spared_young += len(kept)
     report.blobs = [digest for digest in report.blobs if digest not in set(kept)]

@@ -5,30 +5,33 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from repype.canonical import from_canonical
-from repype.store import blobs, codecs, layout
+from repype.store import codecs, layout, manifests
 from repype.store.backend import Backend, local_path
 from repype.store.codecs import ValueRef
-from repype.store.errors import IntegrityError, PickleRefusedError, StoreError, StoreMissingError
-from repype.store.keys import canonical, document_digest
+from repype.store.errors import (
+    IntegrityError,
+    IntegrityWarning,
+    PickleRefusedError,
+    StoreError,
+    StoreFormatError,
+    StoreMissingError,
+    where,
+)
+from repype.store.manifests import InputEntry, InputID, Manifest, ManifestHeader, Record, Ref
 
 SMALL_BLOB_BYTES = 64 << 10
 """Values up to this size are written without asking first whether they exist (same bytes either way)."""
 
 
-@dataclass(frozen=True)
-class Record:
-    """A stage execution: the digests of its outputs by field, its run time, when it was written."""
+def _blobs() -> Any:
+    """The module that writes and reads values as Zarr arrays, imported when first needed (zarr is slow to import)."""
+    from repype.store import blobs
 
-    key: str
-    outputs: dict[str, ValueRef]
-    run_time: float
-    created: float
-    stage: str | None = None
+    return blobs
 
 
 class Store:
@@ -39,13 +42,25 @@ class Store:
     method is safe to call from many processes and machines at once.
     """
 
-    def __init__(self, backend: Backend, allow_pickle: bool = True, compressor: Any = "zstd") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        allow_pickle: bool = True,
+        compressor: Any = "zstd",
+        format: int = layout.FORMAT_VERSION,
+        pack_limit: int | None = None,
+    ) -> None:
         self.backend = backend
         self.allow_pickle = allow_pickle
-        self.compressors = blobs.compressors_for(compressor)
+        self.pack_limit = pack_limit
+        self.format = format
+        self._compressor = compressor
+        self._compressors: Any = None
         self._groups: set[str] = set()
         self._records: dict[str, Record] = {}
-        self._manifests: dict[str, dict] = {}
+        self._damaged_records: set[str] = set()
+        self._manifests: dict[str, ManifestHeader] = {}
+        self._shards: dict[tuple[str, int], list[InputEntry]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -57,6 +72,13 @@ class Store:
     def read_only(self) -> bool:
         """Whether the store refuses writes."""
         return self.backend.read_only
+
+    @property
+    def compressors(self) -> Any:
+        """The Zarr compressors of values written through this object."""
+        if self._compressors is None:
+            self._compressors = _blobs().compressors_for(self._compressor)
+        return self._compressors
 
     def __repr__(self) -> str:
         return f"<repype store {self.url}{' (read-only)' if self.read_only else ''}>"
@@ -86,7 +108,7 @@ class Store:
 
         Small JSON values are held in the reference itself (`stored` is then True).
         """
-        return codecs.encode(value, field).ref
+        return codecs.encode(value, field, self.pack_limit).ref
 
     def put_value(self, value: Any, field: str = "", rewrite: bool = False) -> ValueRef:
         """Stores `value` (once per content) and returns its reference.
@@ -94,7 +116,7 @@ class Store:
         `rewrite` writes it even when a blob of that digest exists (to repair a damaged one).
         Raises :class:`SerializationError` naming `field` when the value cannot be stored.
         """
-        encoded = codecs.encode(value, field)
+        encoded = codecs.encode(value, field, self.pack_limit)
         ref = dict(encoded.ref)
         if encoded.array is None:
             return ref
@@ -104,7 +126,7 @@ class Store:
         small = encoded.array.nbytes <= SMALL_BLOB_BYTES
         if rewrite or small or not self._touch_blob(digest):
             self._ensure_groups([self._fanout_group(path)])
-            metadata = blobs.write_blob_chunks(encoded, self.compressors, self.backend.set_many)
+            metadata = _blobs().write_blob_chunks(encoded, self.compressors, self.backend.set_many)
             self.backend.set(layout.metadata_key(path), metadata)  # the blob is complete from here on
         ref["stored"] = True
         return ref
@@ -122,56 +144,69 @@ class Store:
         self.backend.set(key, metadata)
         return True
 
-    def get_value(self, ref: ValueRef, lazy: bool = False, context: dict[str, Any] | None = None) -> Any:
+    def get_value(
+        self,
+        ref: ValueRef,
+        lazy: bool = False,
+        context: dict[str, Any] | None = None,
+        allow_pickle: bool | None = None,
+    ) -> Any:
         """The value of `ref`, verified against its digest.
 
         With `lazy`, natively stored arrays come back as read-only `zarr.Array` objects that
         read only what is sliced (and are not verified). `context` (`task`, `input`, `field`)
-        names the value in errors. Damage raises :class:`IntegrityError`; a pickled value in a
-        store opened with `allow_pickle=False` raises :class:`PickleRefusedError`.
+        names the value in errors. Damage raises :class:`IntegrityError`; a pickled value
+        raises :class:`PickleRefusedError` when the store was opened with `allow_pickle=False`
+        or this call says `allow_pickle=False` (None: as the store was opened).
         """
-        if "value" in ref:
-            return codecs.inline_value(ref)
+        if codecs.is_inline(ref):
+            try:
+                return codecs.inline_value(ref)
+            except IntegrityError as error:
+                raise IntegrityError(f"{where(context)}{error}") from None
+        blobs = _blobs()
         if not ref.get("stored", False):
-            raise StoreError(f"{blobs.where(context)}value {ref['digest']} was never stored")
+            raise StoreError(f"{where(context)}value {ref['digest']} was never stored")
         if lazy and ref["codec"] == "ndarray" and ref.get("layout") == "native":
             return blobs.lazy_array(self.backend, ref, context)
         payload = blobs.read_payload(self.backend, ref, context)
+        pickles = self.allow_pickle and allow_pickle is not False
 
         def refuse() -> Exception:
+            opened = "this store (opened with allow_pickle=False)" if not self.allow_pickle else "this load"
             return PickleRefusedError(
-                f"{blobs.where(context)}value {ref['digest']} is a pickle, which this store (opened with "
-                "allow_pickle=False) refuses to load"
+                f"{where(context)}value {ref['digest']} is a pickle, which {opened} refuses to load"
             )
 
-        return codecs.decode(ref, payload, self.allow_pickle, refuse)
+        return codecs.decode(ref, payload, pickles, refuse)
 
     # --- stage records --------------------------------------------------------------------------
 
     def put_record(self, key: str, outputs: dict[str, ValueRef], run_time: float, stage: str | None = None) -> Record:
-        """Records a stage execution under `key`; write its output values first (this is the commit point)."""
+        """Records a stage execution under `key`; write its output values first (this is the commit point).
+
+        A damaged record under `key` is replaced.
+        """
         record = Record(key, dict(outputs), float(run_time), time.time(), stage)
         path = layout.record_path(key)
         self._ensure_groups([self._fanout_group(path)])
-        document = {
-            "repype_record": {
-                "outputs": record.outputs,
-                "run_time": record.run_time,
-                "created": record.created,
-                "stage": stage,
-            }
-        }
-        self.backend.set(layout.metadata_key(path), layout.group_document(document))
+        self.backend.set(layout.metadata_key(path), manifests.record_document(record))
         with self._lock:
             self._records[key] = record
+            self._damaged_records.discard(key)
         return record
 
     def get_record(self, key: str) -> Record | None:
-        """The record of `key`, or None."""
+        """The record of `key`, or None (also when it is damaged, see :meth:`get_records`)."""
         return self.get_records([key]).get(key)
 
-    def get_records(self, keys: Iterable[str]) -> dict[str, Record]:
-        """The records of those `keys` that exist, fetched concurrently."""
+    def get_records(self, keys: Iterable[str], report_damage: bool = True) -> dict[str, Record]:
+        """The records of those `keys` that exist, fetched concurrently.
+
+        A damaged record counts as missing, so its stage runs again and replaces it; each is
+        reported once per store object with an :class:`IntegrityWarning` naming its key
+        (unless `report_damage` is False: a plan that runs nothing leaves that to the run).
+        """
         keys = list(dict.fromkeys(keys))
         found = {key: self._records[key] for key in keys if key in self._records}
         missing = [key for key in keys if key not in found]
@@ -180,10 +215,21 @@ class Store:
             for key in missing:
                 raw = documents[layout.metadata_key(layout.record_path(key))]
                 if raw is not None:
-                    found[key] = parse_record(key, raw)
+                    try:
+                        found[key] = manifests.parse_record(key, raw)
+                    except IntegrityError as error:
+                        if report_damage:
+                            self._report_damaged_record(key, error)
             with self._lock:
                 self._records.update((key, found[key]) for key in missing if key in found)
         return found
+
+    def _report_damaged_record(self, key: str, error: IntegrityError) -> None:
+        with self._lock:
+            if key in self._damaged_records:
+                return
+            self._damaged_records.add(key)
+        warnings.warn(f"store {self.url}: {error}; treating it as missing (it is recomputed)", IntegrityWarning, 3)
 
     def delete_record(self, key: str) -> None:
         """Removes the record of `key`."""
@@ -193,56 +239,129 @@ class Store:
 
     # --- manifests and refs --------------------------------------------------------------------
 
-    def put_manifest(self, name: str, manifest: dict[str, Any]) -> str:
+    def put_manifest(self, name: str, manifest: Manifest | Mapping[str, Any]) -> str:
         """Writes `manifest` and points the ref `name` at it; returns the manifest's digest.
 
-        Every stored value the manifest refers to must be written before.
+        Every stored value the manifest refers to must be written before. When the ref already
+        points at an intact copy of this manifest, nothing is written (a damaged ref or manifest
+        header is rewritten). A mapping is read as a format-1 document
+        (:func:`repype.store.manifests.manifest_from_format1`) and written in the current format.
         """
         if not name:
             raise StoreError("a ref needs a non-empty name")
-        document = canonical(manifest)  # JSON data that keeps tuples, int keys, NaN, ...
-        digest = document_digest(manifest)
-        path = layout.manifest_path(digest)
+        if not isinstance(manifest, Manifest):
+            manifest = manifests.manifest_from_format1(manifest)
+        encoded = manifests.encode_manifest(manifest)
+        header_key = layout.metadata_key(layout.manifest_path(encoded.digest))
+        if self._ref_is_current(name, encoded.digest, header_key, encoded.header):
+            return encoded.digest
+        self._upgrade_format()
+        path = layout.manifest_path(encoded.digest)
         self._ensure_groups([self._fanout_group(path)])
-        self.backend.set(layout.metadata_key(path), layout.group_document({"repype_manifest": document}))
+        shards = [
+            (layout.metadata_key(layout.shard_path(encoded.digest, i)), doc) for i, doc in enumerate(encoded.shards)
+        ]
+        self.backend.set_many(shards)
+        self.backend.set(header_key, encoded.header)  # the manifest is complete from here on
         self._ensure_groups(["refs"])
-        ref = {"repype_ref": {"name": name, "manifest": digest, "updated": time.time()}}
-        self.backend.set(layout.metadata_key(layout.ref_path(name)), layout.group_document(ref))
-        self._manifests[digest] = from_canonical(document)
-        return digest
+        ref = Ref(name, encoded.digest, time.time())
+        self.backend.set(layout.metadata_key(layout.ref_path(name)), manifests.ref_document(ref))
+        return encoded.digest
 
-    def get_manifest(self, name: str) -> dict[str, Any] | None:
-        """The manifest the ref `name` points at, or None when there is no such ref."""
-        raw = self.backend.get(layout.metadata_key(layout.ref_path(name)))
-        if raw is None:
-            return None
-        digest = layout.read_attributes(raw)["repype_ref"]["manifest"]
-        manifest = self.manifest(digest)
-        if manifest is None:
-            raise IntegrityError(f"ref '{name}': its manifest {digest} is missing from the store {self.url}")
-        return manifest
+    def _ref_is_current(self, name: str, digest: str, header_key: str, header: bytes) -> bool:
+        try:
+            ref = self.get_ref(name)
+        except IntegrityError:
+            return False
+        return ref is not None and ref.manifest == digest and self.backend.get(header_key) == header
 
-    def manifest(self, digest: str) -> dict[str, Any] | None:
-        """The manifest with `digest`, or None."""
+    def _upgrade_format(self) -> None:
+        """Marks a store of an older format as this format before writing what only this format reads."""
+        if self.format < layout.FORMAT_VERSION:
+            raw = self.backend.get(layout.METADATA)
+            attributes = layout.read_attributes(raw) if raw is not None else {}
+            attributes["repype"] = dict(attributes.get("repype", {}), format=layout.FORMAT_VERSION)
+            self.backend.set(layout.METADATA, layout.group_document(attributes))
+            self.format = layout.FORMAT_VERSION
+
+    def get_ref(self, name: str) -> Ref | None:
+        """The ref `name`, or None; raises :class:`IntegrityError` naming the ref when it is damaged."""
+        path = layout.ref_path(name)
+        raw = self.backend.get(layout.metadata_key(path))
+        return None if raw is None else manifests.parse_ref(path, raw)
+
+    def get_manifest(self, name: str) -> ManifestHeader | None:
+        """The header of the manifest the ref `name` points at, or None when there is no such ref.
+
+        Raises :class:`IntegrityError` naming the ref or manifest when either is damaged or missing.
+        """
+        ref = self.get_ref(name)
+        return None if ref is None else self.target(ref)
+
+    def target(self, ref: Ref) -> ManifestHeader:
+        """The header of the manifest `ref` points at; IntegrityError when it is missing or damaged."""
+        header = self.manifest(ref.manifest)
+        if header is None:
+            raise IntegrityError(f"ref '{ref.name}': its manifest {ref.manifest} is missing from the store {self.url}")
+        return header
+
+    def manifest(self, digest: str) -> ManifestHeader | None:
+        """The header of the manifest with `digest`, or None; IntegrityError when it is damaged."""
         if digest not in self._manifests:
             raw = self.backend.get(layout.metadata_key(layout.manifest_path(digest)))
             if raw is None:
                 return None
-            self._manifests[digest] = layout.read_attributes(raw, tagged=True)["repype_manifest"]
+            self._manifests[digest] = manifests.parse_manifest(digest, raw)
         return self._manifests[digest]
+
+    def manifest_inputs(
+        self, header: ManifestHeader, input_ids: Iterable[InputID] | None = None
+    ) -> dict[InputID, InputEntry]:
+        """The entries of `input_ids` (default: all) of the manifest `header`, reading only their shards.
+
+        Unknown input ids raise KeyError; a missing or damaged shard raises IntegrityError.
+        """
+        selected = header.input_ids if input_ids is None else list(input_ids)
+        unknown = [input_id for input_id in selected if input_id not in header]
+        if unknown:
+            raise KeyError(f"manifest {header.digest} has no inputs {unknown}")
+        if header.entries is not None:
+            entries = {entry.input_id: entry for entry in header.entries}
+            return {input_id: entries[input_id] for input_id in selected}
+        needed = sorted({header.shard_of(input_id) for input_id in selected})
+        absent = [index for index in needed if (header.digest, index) not in self._shards]
+        keys = {index: layout.metadata_key(layout.shard_path(header.digest, index)) for index in absent}
+        documents = self.backend.get_many(keys.values())
+        for index in absent:
+            self._shards[header.digest, index] = manifests.parse_shard(header, index, documents[keys[index]])
+        found = {entry.input_id: entry for index in needed for entry in self._shards[header.digest, index]}
+        return {input_id: found[input_id] for input_id in selected}
 
     def ref_target(self, name: str) -> str | None:
         """The digest of the manifest the ref `name` points at, or None."""
-        raw = self.backend.get(layout.metadata_key(layout.ref_path(name)))
-        return None if raw is None else layout.read_attributes(raw)["repype_ref"]["manifest"]
+        ref = self.get_ref(name)
+        return None if ref is None else ref.manifest
 
-    def list_refs(self) -> list[str]:
-        """The names of all refs, sorted."""
-        nodes = [node for node in self.backend.list_dir("refs") if node != layout.METADATA]
-        documents = self.backend.get_many(layout.metadata_key(f"refs/{node}") for node in nodes)
-        return sorted(
-            layout.read_attributes(raw)["repype_ref"]["name"] for raw in documents.values() if raw is not None
-        )
+    def list_refs(self, strict: bool = True) -> list[str]:
+        """The names of all refs, sorted; raises :class:`IntegrityError` naming a damaged ref.
+
+        With `strict=False`, a damaged ref is listed under its node name instead (the best guess
+        at its name), for listings that report damage rather than stop at it.
+        """
+        nodes = [f"refs/{node}" for node in self.backend.list_dir("refs") if node != layout.METADATA]
+        documents = self.backend.get_many(layout.metadata_key(path) for path in nodes)
+        names = []
+        for path in nodes:
+            raw = documents[layout.metadata_key(path)]
+            if raw is None:
+                continue
+            try:
+                names.append(manifests.parse_ref(path, raw).name)
+            except IntegrityError:
+                if strict:
+                    raise
+                names.append(layout.ref_name_guess(path))
+        return sorted(names)
 
     def delete_ref(self, name: str) -> None:
         """Removes the ref `name` (what it reaches stays until :meth:`gc`)."""
@@ -250,12 +369,19 @@ class Store:
 
     # --- browsing and maintenance ------------------------------------------------------------
 
-    def tasks(self) -> list[str]:
-        """Names of the tasks in the store (their refs)."""
-        return self.list_refs()
+    def tasks(self, strict: bool = True) -> list[str]:
+        """Names of the tasks in the store (their refs); raises :class:`IntegrityError` naming a damaged ref.
+
+        With `strict=False`, a task whose ref is damaged is listed under its best-guess name, and
+        `task(name)` then raises the IntegrityError (how `repype store ls` lists it as damaged).
+        """
+        return self.list_refs(strict)
 
     def task(self, name: str) -> Any:
-        """A view of the completed task `name`: inputs, fields, config, times, values."""
+        """A view of the completed task `name`: inputs, fields, config, times, values.
+
+        Raises :class:`IntegrityError` naming the ref or manifest when either is damaged.
+        """
         from repype.store.browse import TaskView
 
         return TaskView(self, name)
@@ -277,43 +403,42 @@ class Store:
         return results_table([self.task(name) for name in names], fields, config)
 
     def ls(self) -> Any:
-        """Tasks, inputs, fields and sizes (a report with `.format()`)."""
+        """Tasks, inputs, fields and sizes (a report with `.format()`; not `.ok` when a task is damaged)."""
         from repype.store import maintenance
 
-        return maintenance.ls(self)
+        return maintenance.ls(self.backend)
 
     def du(self) -> Any:
-        """Bytes per task, unique vs shared, and the dedup ratio (a report with `.format()`)."""
+        """Bytes per task, unique vs shared, and the dedup ratio (a report with `.format()` and `.ok`)."""
         from repype.store import maintenance
 
-        return maintenance.du(self)
+        return maintenance.du(self.backend)
 
     def verify(self, repair: bool = False) -> Any:
         """Re-hashes every value and checks every reference; `repair` deletes damage (report with `.ok`)."""
         from repype.store import maintenance
 
-        return maintenance.verify(self, repair=repair)
+        report = maintenance.verify(self.backend, repair=repair)
+        if report.repaired:
+            self.forget_cache()
+        return report
 
     def gc(self, grace: float = 86400.0, dry_run: bool = True) -> Any:
         """Deletes what no ref reaches, sparing records and values younger than `grace` seconds."""
         from repype.store import maintenance
 
-        return maintenance.gc(self, grace=grace, dry_run=dry_run)
+        report = maintenance.gc(self.backend, grace=grace, dry_run=dry_run)
+        if not dry_run:
+            self.forget_cache()
+        return report
 
     def forget_cache(self) -> None:
         """Drops what this object remembers of the store (after another process changed it)."""
         with self._lock:
             self._records.clear()
             self._groups.clear()
-
-
-def parse_record(key: str, metadata: bytes) -> Record:
-    """A record from the `zarr.json` bytes of its node."""
-    try:
-        document = layout.read_attributes(metadata)["repype_record"]
-        return Record(key, document["outputs"], document["run_time"], document["created"], document.get("stage"))
-    except (ValueError, KeyError, TypeError) as error:
-        raise IntegrityError(f"stage record {key} is damaged: {error}") from error
+            self._manifests.clear()
+            self._shards.clear()
 
 
 def open(
@@ -323,6 +448,7 @@ def open(
     mode: str = "a",
     allow_pickle: bool = True,
     compressor: Any = "zstd",
+    pack_limit: int | None = None,
 ) -> Store:
     """Opens the store at `url` (a local path or any fsspec URL; default `.repype`).
 
@@ -331,6 +457,12 @@ def open(
     `compressor` (`'zstd'`, `'zstd:<level>'`, `'blosc-lz4'`, `'none'` or a Zarr codec) applies to
     values written through this object. With `allow_pickle=False`, pickled values are refused.
     `storage_options` go to the fsspec filesystem; they are ignored for local paths.
+    With a `pack_limit` (e.g. :data:`repype.store.codecs.PACK_LIMIT`), arrays of at most that
+    many bytes written through this object are packed into stage records and manifests instead
+    of being Zarr arrays (no object per tiny value; they load eagerly, without zarr; keys and
+    digests are the same either way). A store of a newer format than this code writes raises
+    :class:`StoreFormatError` in mode `'a'`, and in mode `'r'` too unless the store says that
+    this code can read it.
     """
     if mode not in ("r", "a"):
         raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -345,6 +477,36 @@ def open(
         sections = [(layout.metadata_key(section), layout.group_document()) for section in layout.SECTIONS]
         backend.set_many(sections)
         backend.set(layout.METADATA, layout.group_document({"repype": {"format": layout.FORMAT_VERSION}}))
-    elif "repype" not in layout.read_attributes(root):
+        found = layout.FORMAT_VERSION
+    else:
+        found = _check_format(backend, root, mode)
+    store = Store(backend, allow_pickle=allow_pickle, compressor=compressor, format=found, pack_limit=pack_limit)
+    if mode == "a":
+        store.compressors  # noqa: B018 -- an unknown compressor fails here, not at the first write
+    return store
+
+
+def _check_format(backend: Backend, root: bytes, mode: str) -> int:
+    """The store format of an existing store; raises StoreFormatError when this code must not use it so."""
+    try:
+        attributes = layout.read_attributes(root)
+    except ValueError as error:
+        raise StoreError(f"{backend.display_url}: the root's zarr.json is damaged: {error}") from None
+    if "repype" not in attributes:
         raise StoreError(f"{backend.display_url} is a Zarr hierarchy but not a repype store")
-    return Store(backend, allow_pickle=allow_pickle, compressor=compressor)
+    info = attributes["repype"] if isinstance(attributes["repype"], dict) else {}
+    found, reader = info.get("format"), info.get("min_reader_format", info.get("format"))
+    if not isinstance(found, int) or not isinstance(reader, int):
+        raise StoreError(f"{backend.display_url}: the root's zarr.json names no valid repype format ({info!r})")
+    ours = layout.FORMAT_VERSION
+    if mode == "a" and found > ours:
+        raise StoreFormatError(
+            f"store {backend.display_url} has format {found}, but this repype writes format {ours}: "
+            "refusing to write to it; upgrade repype (pip install -U repype)"
+        )
+    if reader > ours:
+        raise StoreFormatError(
+            f"store {backend.display_url} has format {found}, which repype of format {ours} cannot read: "
+            "upgrade repype (pip install -U repype)"
+        )
+    return found
