@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from repype.runner import InputRun, InputRunner, ValueRef
 from repype.stage import Stage
-from repype.store import Store, StoreMissingError, codecs
+from repype.store import IntegrityError, Store, StoreMissingError, codecs
 from repype.typing import InputID
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class _NoStore:
     def describe(self, value: Any, field: str = "") -> ValueRef:
         return codecs.encode(value, field).ref
 
-    def get_records(self, keys: Iterable[str]) -> dict:
+    def get_records(self, keys: Iterable[str], report_damage: bool = True) -> dict:
         return {}
 
 
@@ -77,16 +77,18 @@ class ManifestIndex:
         index = cls()
         if store is None:
             return index
-        for name in store.list_refs():
-            manifest = store.get_manifest(name)
-            if manifest is None:
+        for name in store.list_refs(strict=False):
+            try:
+                header = store.get_manifest(name)
+                entries = store.manifest_inputs(header).values() if header is not None else ()
+            except IntegrityError:  # a damaged task supplies nothing here; `repype store ls` reports it
                 continue
-            for key in manifest.get("records", ()):
-                index.records.setdefault(key, set()).add(name)
-            shas = manifest.get("stages", {})
-            for stage_id, _input_id, seconds in manifest.get("times", ()):
-                if stage_id in shas and seconds > 0:  # a disabled stage takes 0 s: not a run time
-                    index.times.setdefault(shas[stage_id], []).append(float(seconds))
+            for entry in entries:
+                for key in entry.records:
+                    index.records.setdefault(key, set()).add(name)
+                for stage_id, seconds in entry.times.items():
+                    if stage_id in header.stages and seconds > 0:  # a disabled stage takes 0 s: not a run time
+                        index.times.setdefault(header.stages[stage_id], []).append(float(seconds))
         return index
 
     def estimate(self, stage_sha: str) -> float | None:
@@ -360,7 +362,7 @@ class Planner:
                 if (url, identity) not in self.executions
                 and not any(is_planned(state.run.refs[name]) for name in stage.inputs)
             ]
-            records = runner.store.get_records(lookups) if lookups else {}
+            records = runner.store.get_records(lookups, report_damage=False) if lookups else {}  # the run reports
             for state, identity in zip(active, identities, strict=True):
                 self._resolve(plan, runner, index, state, stage, identity, records.get(identity))
         keep = frozenset(pipeline.persistent_fields) - marginal

@@ -459,6 +459,20 @@ class Task:
             return {"task": None, "first_diverging_stage": first}
         return {"task": best, "first_diverging_stage": diverging[best]}
 
+    def reuse_plan(self, pipeline: Pipeline, config: Config) -> dict[InputID, list[str]]:
+        """For each input, the ids of the stages whose executions the store already holds.
+
+        This is what a run reuses at least, found without running anything: stages after the
+        first one that must run may be reused too when its outputs turn out unchanged.
+        """
+        store = self._existing_store()
+        if store is None:
+            return {input_id: [] for input_id in self.input_ids}
+        runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), quiet=True)
+        runs = [runner.start(input_id, config) for input_id in self.input_ids]
+        runner.advance_recorded(runs)
+        return {run.input_id: list(run.reused) for run in runs}
+
     # --- marginals ------------------------------------------------------------------------
 
     def get_marginal_fields(self, pipeline: Pipeline) -> frozenset[str]:

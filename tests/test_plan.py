@@ -8,6 +8,7 @@ import pathlib
 import re
 import shutil
 import sys
+import warnings
 from collections import Counter
 
 import jsonschema
@@ -15,10 +16,12 @@ import pytest
 from taskstages import COUNTS_ENV, read_counts
 from tasktree import PIPELINE, write_tree
 
+import repype.runner
 import repype.status
 from repype.batch import Batch, RunContext
 from repype.cli import batch_main
 from repype.plan import Plan, is_planned
+from repype.store import IntegrityWarning, layout
 
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 FACTORS = (1.0, 2.0, 4.0)
@@ -260,3 +263,23 @@ def test_a_batch_run_in_child_processes_runs_what_the_dry_run_announced(tmp_path
     ran = read_counts(counts) - before
     assert announced["to_run"] == sum(ran.values()) == 88 - (4 + 4 + 12 + 12)  # f=2.0 ran load and its branch
     assert announced["by_stage"] == dict(ran)
+
+
+def test_a_damaged_record_is_planned_to_run_again_and_left_for_the_run_to_report(tmp_path, counts, monkeypatch):
+    root = sweep_3x3(tmp_path / "tree")
+    run_here(load(root).pending[:1])
+    done = load(root)
+    key = next(ex.identity for ex in done.plan(done.contexts).executions.values() if ex.stage == "scale")
+    store = pathlib.Path(done.contexts[0].task.store_url)
+    (store / layout.metadata_key(layout.record_path(key))).write_bytes(b'{"zarr_format": 3, "node_')
+    monkeypatch.setattr(repype.runner, "_OPEN_STORES", {})  # as a new process would
+    batch = load(root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = batch.plan()
+    assert not [w for w in caught if issubclass(w.category, IntegrityWarning)]
+    assert plan.runs_by_stage()["scale"] == 8 + 1  # the damaged one runs again
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_exact(plan, counts, batch.pending)
+    assert [key in str(w.message) for w in caught if issubclass(w.category, IntegrityWarning)] == [True]
