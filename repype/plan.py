@@ -151,7 +151,8 @@ class TaskPlan:
     of them are needed by later tasks too); `from_batch` ones an earlier task of this batch runs,
     by that task; `recomputations` counts, by stage id, runs of stages whose recorded outputs are
     needed again but were not stored (marginal stages). `estimated_seconds` sums recorded run
-    times of the same stages for what this task runs; `unestimated` counts its runs without one.
+    times of the same stages for what this task runs; `unestimated` counts its runs without one;
+    `reused_keys` are the keys of the reused records.
     """
 
     task: str
@@ -347,77 +348,83 @@ class Planner:
             store = None
         if url not in self._indexes:
             self._indexes[url] = ManifestIndex.of(store)
-        index = self._indexes[url]
-        marginal = task.get_marginal_fields(pipeline)
-        runner = InputRunner(store or _NoStore(), pipeline, marginal, str(task.path), quiet=True)
+        runner = InputRunner(
+            store or _NoStore(), pipeline, task.get_marginal_fields(pipeline), str(task.path), quiet=True
+        )
         plan = TaskPlan(task.ref_name, context.pending, url, len(task.input_ids), len(pipeline.stages))
-        states = [_InputState(runner.start(input_id, context.config)) for input_id in task.input_ids]
-        for stage in pipeline.stages:
-            active = [state for state in states if runner.is_enabled(state.run, stage)]
-            plan.disabled += len(states) - len(active)
-            identities = [runner.key(state.run, stage) for state in active]
-            lookups = [
-                identity
-                for state, identity in zip(active, identities, strict=True)
-                if (url, identity) not in self.executions
-                and not any(is_planned(state.run.refs[name]) for name in stage.inputs)
-            ]
-            records = runner.store.get_records(lookups, report_damage=False) if lookups else {}  # the run reports
-            for state, identity in zip(active, identities, strict=True):
-                self._resolve(plan, runner, index, state, stage, identity, records.get(identity))
-        keep = frozenset(pipeline.persistent_fields) - marginal
-        for state in states:  # the manifest needs every kept value stored
-            for name in state.run.persistent_refs:
-                if name in keep:
-                    self._materialize(plan, runner, index, state, name)
-        plan.reused_from = index.suppliers(plan.reused_keys)
+        walk = _TaskWalk(self, plan, runner, self._indexes[url])
+        walk.walk([_InputState(runner.start(input_id, context.config)) for input_id in task.input_ids])
+        plan.reused_from = walk.index.suppliers(plan.reused_keys)
         self.tasks.append(plan)
         return plan
 
     def plan(self, up_to_date: int = 0) -> Plan:
         """The plan of the contexts added so far."""
+        shared = Counter(ex.task for ex in self.executions.values() if not ex.recorded and len(set(ex.tasks)) > 1)
         for task in self.tasks:
-            task.shared = sum(
-                1
-                for execution in self.executions.values()
-                if execution.task == task.task and not execution.recorded and len(set(execution.tasks)) > 1
-            )
+            task.shared = shared[task.task]
         return Plan(list(self.tasks), dict(self.executions), up_to_date)
 
-    def _sha(self, stage: Stage) -> str:
-        if id(stage) not in self._shas:  # a stage's sha walks its code: once per stage object
+    def stage_sha(self, stage: Stage) -> str:
+        """`stage.sha`, computed once per stage object (it walks the stage's code)."""
+        if id(stage) not in self._shas:
             self._shas[id(stage)] = stage.sha
         return self._shas[id(stage)]
 
-    def _resolve(
-        self,
-        plan: TaskPlan,
-        runner: InputRunner,
-        index: ManifestIndex,
-        state: _InputState,
-        stage: Stage,
-        identity: str,
-        record: Any,
-    ) -> None:
-        run = state.run
-        execution = self.executions.get((plan.store, identity))
+
+@dataclass
+class _TaskWalk:
+    """Walks the stages of one task's inputs as the runner would, adding to the planner's executions."""
+
+    planner: Planner
+    plan: TaskPlan
+    runner: InputRunner
+    index: ManifestIndex
+
+    def walk(self, states: list[_InputState]) -> None:
+        """Every stage for every input (store lookups batched per stage), then what the manifest needs."""
+        runner, url = self.runner, self.plan.store
+        for stage in runner.pipeline.stages:
+            active = [state for state in states if runner.is_enabled(state.run, stage)]
+            self.plan.disabled += len(states) - len(active)
+            identities = [runner.key(state.run, stage) for state in active]
+            lookups = [
+                identity
+                for state, identity in zip(active, identities, strict=True)
+                if (url, identity) not in self.planner.executions
+                and not any(is_planned(state.run.refs[name]) for name in stage.inputs)
+            ]
+            records = runner.store.get_records(lookups, report_damage=False) if lookups else {}  # the run reports
+            for state, identity in zip(active, identities, strict=True):
+                self.resolve(state, stage, identity, records.get(identity))
+        keep = frozenset(runner.pipeline.persistent_fields) - runner.marginal_fields
+        for state in states:  # the manifest needs every kept value stored
+            for name in state.run.persistent_refs:
+                if name in keep:
+                    self.materialize(state, name)
+
+    def resolve(self, state: _InputState, stage: Stage, identity: str, record: Any) -> None:
+        """`stage` on the input of `state`: reused from the store or the batch, or run here."""
+        plan, run = self.plan, state.run
+        execution = self.planner.executions.get((plan.store, identity))
         runs_here = execution is None and record is None
         if execution is None:
             if record is not None:
                 outputs, seconds = dict(record.outputs), record.run_time
             else:
+                marginal = self.runner.marginal_fields
                 outputs = {
-                    name: {"digest": planned_digest(identity, name), "stored": name not in runner.marginal_fields}
+                    name: {"digest": planned_digest(identity, name), "stored": name not in marginal}
                     for name in stage.outputs
                 }
-                seconds = index.estimate(self._sha(stage))
+                seconds = self.index.estimate(self.planner.stage_sha(stage))
             execution = Execution(identity, stage.id, plan.task, run.input_id, record is not None, outputs, seconds)
-            self.executions[(plan.store, identity)] = execution
+            self.planner.executions[(plan.store, identity)] = execution
         execution.tasks.append(plan.task)
         if runs_here:
             plan.run += 1
             plan.estimate(execution.seconds)
-            self._run(plan, runner, index, state, stage)
+            self.run(state, stage)
         else:
             if execution.recorded:
                 plan.reused += 1
@@ -430,24 +437,22 @@ class Planner:
             run.producers[name] = stage
         run.consumed.update(stage.consumes)
 
-    def _run(self, plan: TaskPlan, runner: InputRunner, index: ManifestIndex, state: _InputState, stage: Stage) -> None:
+    def run(self, state: _InputState, stage: Stage) -> None:
         """`stage` runs on the input of `state`: it reads its inputs, which may need recomputing."""
         for name in sorted(stage.inputs):
-            self._materialize(plan, runner, index, state, name)
+            self.materialize(state, name)
         state.memory.update(stage.outputs)
         state.memory.difference_update(stage.consumes)
 
-    def _materialize(
-        self, plan: TaskPlan, runner: InputRunner, index: ManifestIndex, state: _InputState, name: str
-    ) -> None:
+    def materialize(self, state: _InputState, name: str) -> None:
         """The value of `name` is needed: loaded when stored, else its producer runs again."""
         if name in state.memory or state.run.refs[name].get("stored", False):
             state.memory.add(name)
             return
         stage = state.run.producers[name]
-        plan.recomputations[stage.id] += 1
-        plan.estimate(index.estimate(self._sha(stage)))
-        self._run(plan, runner, index, state, stage)
+        self.plan.recomputations[stage.id] += 1
+        self.plan.estimate(self.index.estimate(self.planner.stage_sha(stage)))
+        self.run(state, stage)
 
 
 def plan_batch(contexts: Sequence[RunContext], up_to_date: int = 0) -> Plan:
