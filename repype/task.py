@@ -299,9 +299,10 @@ class Task:
             if isinstance(entry, str):
                 return self._load_class(entry, Pipeline)(*args, scopes=scopes, **kwargs)
             stages = [self._load_class(stage, Stage)() for stage in entry]
-            return repype.pipeline.create_pipeline(stages, *args, scopes=scopes, **kwargs)
         except ImportError as error:
             raise ImportError(f"task {self.path}: {error}") from error
+        try:
+            return repype.pipeline.create_pipeline(stages, *args, scopes=scopes, **kwargs)
         except (AssertionError, RuntimeError) as error:  # duplicate stage ids or outputs, no order by data flow
             raise TaskError(f"task {self.path}: 'pipeline': {error}") from error
 

@@ -7,9 +7,11 @@ Every case runs `repype TREE` (a dry run) or `repype TREE --run` on a fresh tree
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 import yaml
+from catalogue import as_pattern, catalogue
 from tasktree import PIPELINE
 
 import repype.cli
@@ -49,35 +51,50 @@ def tree(tmp_path: pathlib.Path, child: dict) -> pathlib.Path:
     return root
 
 
-CASES = {
-    "runnable is a string": ({"runnable": "no"}, "'runnable' must be true or false, not 'no' (str)"),
-    "config is a number": ({"config": 3}, "'config' must be a mapping of stage ids to hyperparameters, not 3"),
-    "pipeline of numbers": ({"pipeline": [1, 2]}, "'pipeline' must be a dotted path or a list of dotted paths"),
-    "a module as a stage": ({"pipeline": ["taskstages"]}, "'taskstages' is a module, not a Stage subclass"),
-    "a stage as the pipeline": ({"pipeline": "taskstages.Load"}, "is a class Load, not a Pipeline subclass"),
-    "scopes is a number": ({"scopes": 5}, "'scopes' must be a mapping of scope names to path patterns, not 5"),
-    "duplicate stage ids": ({"pipeline": [*PIPELINE, "taskstages.Load"]}, "Ambiguous stage identifiers: ['load']"),
-    "a cyclic pipeline": ({"pipeline": ["cycle.Ping", "cycle.Pong"]}, "Failed to resolve the order of stages"),
-    "a reversed range": ({"input_ids": "5-3"}, 'malformed range "5-3"'),
-    "input ids as a mapping": ({"input_ids": {"a": 1}}, "'input_ids' must be a list of ints and strings"),
-    "a float input id": ({"input_ids": [1.5]}, "'input_ids' must be a list of ints and strings"),
-    "storage options as text": ({"storage_options": "abc"}, "'storage_options' must be a mapping"),
-    "an unknown store protocol": ({"store": "nosuch://bucket"}, "unknown protocol 'nosuch'"),
+SPECS = {
+    "runnable-not-bool": {"runnable": "no"},
+    "config-not-mapping": {"config": 3},
+    "pipeline-not-paths": {"pipeline": [1, 2]},
+    "module-as-stage": {"pipeline": ["taskstages"]},
+    "stage-as-pipeline": {"pipeline": "taskstages.Load"},
+    "scopes-not-mapping": {"scopes": 5},
+    "duplicate-stage-ids": {"pipeline": [*PIPELINE, "taskstages.Load"]},
+    "cyclic-pipeline": {"pipeline": ["cycle.Ping", "cycle.Pong"]},
+    "reversed-range": {"input_ids": "5-3"},
+    "input-ids-mapping": {"input_ids": {"a": 1}},
+    "float-input-id": {"input_ids": [1.5]},
+    "storage-options-text": {"storage_options": "abc"},
+    "unknown-protocol": {"store": "nosuch://bucket"},
 }
+"""The `task.yml` of the child task for each row of the catalogue's bad specifications."""
+BAD_SPECS = catalogue("Bad task specifications")
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_catalogue_lists_every_case():
+    assert set(BAD_SPECS) == set(SPECS)
+    checked_elsewhere = {  # each checked against its row by a test of the module named here
+        "failing-stage": "test_batch_cli",
+        "selection": "test_batch_cli",
+        "folder-without-task-yml": "test_batch_cli",
+        "reset-without-terminal": "test_batch_cli",
+        "sigterm": "test_batch_cli",
+        "s3-hung-or-gone": "test_s3_faults",
+        "task-process-error": "test_bad_input",
+    }
+    assert set(catalogue("While running")) == set(checked_elsewhere)
+
+
+@pytest.mark.parametrize("case", sorted(SPECS))
 @pytest.mark.parametrize("run", [False, True], ids=["dry-run", "run"])
 def test_bad_spec_is_one_line_and_changes_nothing(tmp_path, capsys, monkeypatch, case, run):
     monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parent))
-    child, message = CASES[case]
-    root = tree(tmp_path, child)
+    root = tree(tmp_path, SPECS[case])
     before = snapshot(root)
     code = console_main([str(root), *(["--run"] if run else [])])
     out, err = capsys.readouterr()
     assert code == 1, out + err
-    assert err.count("\n") == 1 and err.startswith("repype: ") and message in err, err
-    assert "child" in err  # names the task
+    assert err.count("\n") == 1 and re.fullmatch(as_pattern(BAD_SPECS[case]), err.strip()), (BAD_SPECS[case], err)
+    assert f"task {root / 'child'}: " in err  # names the task
     assert "Traceback" not in out + err
     assert snapshot(root) == before
 
@@ -111,4 +128,5 @@ def test_an_error_in_the_task_process_is_one_line_and_debug_shows_its_traceback(
         assert f"Error of task {root / 'child'}" in out and "something outside the stages is wrong" in out
         assert ("Traceback" in out) is debug
         if not debug:
+            assert re.search(as_pattern(catalogue("While running")["task-process-error"]), out)
             assert len([line for line in out.splitlines() if "Error" in line]) == 1

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
+from catalogue import as_pattern, catalogue
 from taskstages import COUNTS_ENV, read_counts
 from tasktree import PIPELINE, write_tree
 
 from repype.batch import Batch, RunContext
+
+RUNNING = catalogue("While running")
 
 TESTS_DIR = pathlib.Path(__file__).parent
 
@@ -127,6 +131,7 @@ def test_cli_task_dir_selection_and_failure_exit_code(tmp_path, counts):
     assert failed.returncode == 1
     assert "fail" in failed.stdout and "failing on purpose" in failed.stdout
     assert "Error in stage 'fail' on input 1 of task" in failed.stdout
+    assert re.search(as_pattern(RUNNING["failing-stage"]), failed.stdout)
     assert failed.stdout.count("Traceback") == 1  # the stage's own traceback, once
     assert "0 task(s) completed, 1 failed, 1 not started;" in failed.stdout.strip().splitlines()[-1]
 
@@ -178,6 +183,8 @@ def test_selections_that_name_nothing_are_usage_errors(tmp_path, capsys, monkeyp
         assert code == 2 and path in err and len(err.strip().splitlines()) == 1, err
     code, _, err = cli(capsys, str(root), "--task", str(root))  # the root is not runnable
     assert code == 2 and "not runnable" in err
+    code, _, err = cli(capsys, str(root), "--task", str(root / "c"))
+    assert re.match(as_pattern(RUNNING["selection"]), err)
     monkeypatch.chdir(tmp_path)
     code, out, _ = cli(capsys, "tree", "--task", "a/deeper")  # relative to the tree's root
     assert code == 0 and "1 task(s) selected" in out and "a/deeper" in out
@@ -202,6 +209,7 @@ def test_a_folder_without_task_yml_inside_a_tree_is_named(tmp_path, capsys):
     (root / "a" / "task.yml").unlink()
     code, _, err = cli(capsys, str(root))
     assert code == 1 and f"folder {root / 'a'} has no task.yml" in err and len(err.strip().splitlines()) == 1
+    assert re.match(as_pattern(RUNNING["folder-without-task-yml"]), err)
 
 
 def test_batch_load_skips_dot_directories_and_stores(tmp_path, counts):
@@ -225,6 +233,7 @@ def test_reset_without_a_terminal_and_with_yes(tmp_path, capsys, counts, monkeyp
     monkeypatch.setattr("builtins.input", closed_stdin)
     code, out, err = cli(capsys, str(root), "--reset")
     assert code == 1 and "--yes" in out and "Traceback" not in out + err
+    assert RUNNING["reset-without-terminal"] in out
     assert (root / "b" / ".sha.json").exists()
     code, out, _ = cli(capsys, str(root), "--reset", "--yes", "--task", str(root / "b"))
     assert code == 0 and "1 task(s) reset" in out and not (root / "b" / ".sha.json").exists()
@@ -294,6 +303,6 @@ def test_sigterm_stops_the_run_and_its_task_process(tmp_path):
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=60)
     assert run.returncode == 130, out + err
-    assert "Traceback" not in out + err and "interrupted" in err
+    assert "Traceback" not in out + err and err.strip() == RUNNING["sigterm"]
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # the task's process is gone too

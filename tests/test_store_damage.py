@@ -12,6 +12,7 @@ import sys
 import warnings
 
 import pytest
+from catalogue import as_pattern, catalogue
 from taskstages import read_counts
 from tasktree import PIPELINE, write_tree
 
@@ -322,24 +323,7 @@ def test_task_load_can_refuse_pickles(tmp_path):
 
 # --- the catalogue in docs/reliability.md -------------------------------------------------------------
 
-CATALOGUE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
-
-
-def catalogue() -> dict[str, str]:
-    """Fault id → the first message in backticks of its row in docs/reliability.md."""
-    rows = {}
-    for line in CATALOGUE.read_text().splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and re.fullmatch(r"[a-z][a-z-]*", cells[0]) and cells[0] != "id":
-            rows[cells[0]] = re.search(r"`([^`]+)`", cells[2]).group(1)
-    return rows
-
-
-def as_pattern(message: str) -> str:
-    """The documented message as a regex: `<placeholder>` is any word, `...` is anything."""
-    pattern = re.escape(message)
-    pattern = re.sub(r"<[a-z]+>", r"\\S+", pattern)
-    return pattern.replace(re.escape("..."), ".*")
+STORE_FAULTS = "Damaged or unknown stores"
 
 
 def committed_tree(tmp_path: pathlib.Path) -> dict:
@@ -415,10 +399,10 @@ SCENARIOS = {
 
 
 def test_the_catalogue_lists_every_scenario():
-    assert set(catalogue()) == set(SCENARIOS)
+    assert set(catalogue(STORE_FAULTS)) == set(SCENARIOS)
 
 
 @pytest.mark.parametrize("fault", sorted(SCENARIOS))
 def test_the_catalogue_matches_what_users_see(tmp_path, fresh_process, fault):
     seen = SCENARIOS[fault](tmp_path)
-    assert re.search(as_pattern(catalogue()[fault]), seen), (catalogue()[fault], seen)
+    assert re.search(as_pattern(catalogue(STORE_FAULTS)[fault]), seen), (catalogue(STORE_FAULTS)[fault], seen)
