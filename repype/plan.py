@@ -291,7 +291,9 @@ class Plan:
     def totals(self) -> list[str]:
         """The batch-wide lines of the dry run."""
         estimate = f"estimated {self.estimated_seconds:.1f} s of compute from recorded run times"
-        if self.unestimated:
+        if self.unestimated and self.unestimated == self.to_run:
+            estimate = "compute time unknown: no run times of these stages are recorded yet"
+        elif self.unestimated:
             estimate += f" ({self.unestimated} execution(s) without one)"
         return [
             f"{self.to_run} stage executions to run"
