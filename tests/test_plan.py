@@ -163,7 +163,14 @@ def test_the_bundled_example_runs_what_its_plan_says(example):
     assert plan.tasks[0].reused_from == {"sigma=3": 6}
     run_here(rest)
     assert executed == plan.runs_by_stage() and sum(executed.values()) == plan.to_run
-    assert load(example).plan().to_run == 0
+    executed.clear()
+    full = load(example)
+    assert full.pending == []
+    everything = count_executions(full.contexts, executed)
+    plan = full.plan(everything)  # complete tasks run again: all 90 executions are reused, none runs
+    assert (plan.to_run, plan.reused) == (0, 90)
+    run_here(everything)
+    assert executed == Counter()
 
 
 def test_recorded_run_times_estimate_the_compute_time(tmp_path, counts):
