@@ -217,7 +217,7 @@ class TaskPlan:
             "reused_from": _task_counts(self.reused_from),
             "from_batch": _task_counts(self.from_batch),
             "disabled": self.disabled,
-            "estimated_seconds": round(self.estimated_seconds, 3),
+            "estimated_seconds": round(float(self.estimated_seconds), 3),
             "unestimated": self.unestimated,
         }
 
@@ -318,7 +318,7 @@ class Plan:
                 "reused": self.reused,
                 "shared": self.shared,
                 "by_stage": dict(sorted(self.runs_by_stage().items())),
-                "estimated_seconds": round(self.estimated_seconds, 3),
+                "estimated_seconds": round(float(self.estimated_seconds), 3),
                 "unestimated": self.unestimated,
             },
         }
