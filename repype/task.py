@@ -30,6 +30,7 @@ from repype.config import Config
 from repype.executor import Executor, ProcessExecutor, create_executor
 from repype.files import write_text_atomically
 from repype.pipeline import Pipeline
+from repype.plan import supplying_task
 from repype.runner import (
     InputRun,
     InputRunner,
@@ -502,6 +503,8 @@ class Task:
 
         With `pickup`, every stage execution recorded in the store is reused (whichever task
         recorded it); stages that must run write their outputs to the store as they finish.
+        The `start` status event names as `pickup` the task that supplies the reused
+        executions (the one whose manifest references most of them), or None.
         On completion the manifest and ref are written to the store, then `.task.json`,
         `.sha.json` and `times.csv` to the task directory.
 
@@ -530,12 +533,12 @@ class Task:
         runs = [runner.start(input_id, config) for input_id in self.input_ids]
         if pickup:
             runner.advance_recorded(runs)
-        pickup_info = self.find_pickup_task(pipeline, config) if pickup else {"task": None}
+        supplier = supplying_task(store, [key for run in runs for key in run.record_keys])
         repype.status.update(
             status,
             info="start",
             task=str(self.path.resolve()),
-            pickup=str(pickup_info["task"].path.resolve()) if pickup_info["task"] else None,
+            pickup=str((self.root.path / supplier).resolve()) if supplier else None,
             first_stage=_first_stage_to_run(pipeline, runs),
             store=store.url,
             reused=sum(len(run.reused) for run in runs),
