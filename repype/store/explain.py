@@ -160,10 +160,7 @@ def _listing_tasks(store: Any, keys: set[str]) -> dict[str, list[str]]:
 
 def format_explanation(explanation: Explanation) -> str:
     """The derivation tree as text: one node a line, its details indented below it."""
-    lines = [
-        f"field '{explanation.field}' of input {explanation.input_id!r} in task '{explanation.task}' "
-        f"(store {explanation.store})"
-    ]
+    lines = [f"field '{explanation.field}' of input {explanation.input_id!r} in task '{explanation.task}'"]
     _format_node(explanation.derivation, "", "", lines)
     return "\n".join(lines)
 
@@ -196,7 +193,8 @@ def _details(node: Derivation) -> list[str]:
     if node.distributions:
         details.append("distributions: " + ", ".join(f"{n} {v}" for n, v in sorted(node.distributions.items())))
     written = datetime.datetime.fromtimestamp(node.created or 0, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    details.append(f"written {written} by repype {node.version or '(unknown)'}; tasks: {', '.join(node.tasks) or '-'}")
+    details.append(f"written {written} by repype {node.version or '(unknown)'}")
+    details.append(f"listed by tasks: {', '.join(node.tasks) or '(none)'}")
     if node.nondeterministic is not None:
         details.append(
             f"NON-DETERMINISTIC: a determinism audit found execution {node.nondeterministic['key'][:12]} "
