@@ -29,6 +29,7 @@ from repype.batch import Batch, RunContext
 from repype.console import ConsoleReader, format_hms  # noqa: F401 (format_hms: upstream's name here)
 from repype.task import Task
 from repype.typing import PathLike
+from repype.why import print_why
 
 
 class StatusReaderConsoleAdapter(ConsoleReader):
@@ -61,6 +62,7 @@ def main(
     debug: bool = False,
     strict: bool = False,
     check_determinism: float | None = None,
+    why: bool = False,
 ) -> Callable[[], Coroutine[Any, Any, bool]]:
     """Loads the task tree at `path` and returns a coroutine function that does the work (as upstream).
 
@@ -78,6 +80,8 @@ def main(
     raise :class:`repype.checks.ConfigurationError` before anything runs. With
     `check_determinism` (**new**, a fraction), the coroutine re-runs that share of the recorded
     executions of the selected tasks instead (see :mod:`repype.audit`), True when all matched.
+    With `why` (**new**), the dry run says for each pending task why its stages cannot be reused
+    (see :mod:`repype.why`).
 
     Raises `AssertionError` when both `run` and `reset` are given, and the errors of loading
     the tree (a broken `task.yml`, a pipeline that cannot be imported) at once.
@@ -103,6 +107,9 @@ def main(
             return audit.audit_command(selected, check_determinism, sys.stdout) == 0
         if reset:
             return reset_tasks(contexts, yes)
+        if why:
+            print_why(lambda path: _relative(root, path), contexts, sys.stdout)
+            return True
         print_plan(root, contexts, up_to_date=len(selected) - len(contexts))
         if not run:
             print('DRY RUN: use "--run" to run the tasks')
@@ -167,6 +174,9 @@ def batch_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-run recorded stage executions of the selected tasks and compare their outputs",
     )
+    action.add_argument(
+        "--why", action="store_true", help="dry run: why each stage of the pending tasks cannot be reused"
+    )
     parser.add_argument(
         "--sample", type=float, default=1.0, metavar="FRACTION", help="with --check-determinism: re-run this share"
     )
@@ -216,6 +226,7 @@ def batch_main(
             debug=args.debug,
             strict=args.strict,
             check_determinism=args.sample if args.check_determinism else None,
+            why=args.why,
         )
         with _interrupted_by_sigterm():
             return 0 if asyncio.run(coroutine()) else 1
