@@ -20,6 +20,7 @@ from repype.canonical import from_canonical
 from repype.runner import InputRun, InputRunner
 from repype.stage import Stage
 from repype.store import StoreMissingError
+from repype.store.explain import SOURCE
 from repype.store.history import executions_by_stage
 from repype.store.manifests import Record
 from repype.typing import InputID
@@ -28,8 +29,6 @@ RECOMPUTED = "(recomputed)"
 """The digest put in a key document for a field a re-running stage produces (unknown before the run)."""
 
 NO_EXECUTION = "no execution of this stage recorded"
-
-SOURCE = "input_id"
 
 
 @dataclass
@@ -164,7 +163,7 @@ def differences(stage_id: str, wanted: dict[str, Any], recorded: dict[str, Any],
 
 def _short(reason: str) -> str:
     """A reason without the explanation of an upstream field (one level of "because" is enough)."""
-    return reason.split(" (produced by", 1)[0]
+    return reason.split(" (", 1)[0] if reason.startswith("field '") else reason
 
 
 def _changes(prefix: str, now: dict[str, Any], before: dict[str, Any]) -> list[str]:
