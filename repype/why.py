@@ -76,13 +76,16 @@ def why(context: Any, name: str) -> TaskWhy:
     runner = InputRunner(store, pipeline, task.get_marginal_fields(pipeline), str(task.path), quiet=True)
     runs = [runner.start(input_id, context.config) for input_id in task.input_ids]
     runner.advance_recorded(runs)
-    history = executions_by_stage(store)
+    history = {
+        stage_id: [(record, key_parts(record.document)) for record in records if record.document is not None]
+        for stage_id, records in executions_by_stage(store).items()
+    }
     per_input = {run.input_id: _input_reasons(runner, run, history) for run in runs}
     return TaskWhy(name, _grouped(pipeline.stages, per_input))
 
 
 def _input_reasons(
-    runner: InputRunner, run: InputRun, history: dict[str | None, list[Record]]
+    runner: InputRunner, run: InputRun, history: dict[str | None, list[tuple[Record, Parts]]]
 ) -> dict[str, tuple[list[str], str | None]]:
     """For each stage of `run` that cannot be reused: the reasons and the nearest record's key."""
     produced: dict[str, _Produced] = {}
@@ -96,7 +99,7 @@ def _input_reasons(
             if record is not None:  # reused even though an earlier stage re-runs (it reads none of its outputs)
                 run.refs.update(record.outputs)
                 continue
-        reasons, nearest = _nearest(stage, run.documents[key], history.get(stage.id, []), produced)
+        reasons, nearest = _nearest(stage, run.documents[key], history.get(stage.id), produced)
         found[stage.id] = (reasons, nearest)
         for name in stage.outputs:
             run.refs[name] = {"digest": RECOMPUTED}
@@ -104,77 +107,105 @@ def _input_reasons(
     return found
 
 
+Parts = dict[tuple[str, str], str]
+"""The key parts of a key document, each as comparable text (see :func:`key_parts`)."""
+
+_ORDER = {"schema": 0, "code": 1, "hyperparameter": 2, "extra": 3, "field": 4}
+
+
+def key_parts(document: dict[str, Any]) -> Parts:
+    """The parts of a key document that `--why` counts, each as text that compares like the value.
+
+    `("schema", "")`, `("code", "")` (the stage sha, which covers the distributions), `("extra", "")`
+    (key material), `("hyperparameter", "a/b")` for each hyperparameter (nested ones by path) and
+    `("field", name)` for each field read (its digest).
+    """
+    parts = {
+        ("schema", ""): _text(document.get("schema")),
+        ("code", ""): str(document.get("stage")),
+        ("extra", ""): _text(document.get("extra")),
+    }
+    for path, value in _flat(from_canonical(document.get("hyperparameters", {}))).items():
+        parts["hyperparameter", path] = _text(value)
+    for name, digest in document.get("inputs", {}).items():
+        parts["field", name] = str(digest)
+    return parts
+
+
+def _differing(now: Parts, before: Parts) -> list[tuple[str, str]]:
+    keys = [key for key in now.keys() | before.keys() if now.get(key) != before.get(key)]
+    return sorted(keys, key=lambda key: (_ORDER[key[0]], key[1]))
+
+
 def _nearest(
-    stage: Stage, wanted: dict[str, Any], executions: list[Record], produced: dict[str, _Produced]
+    stage: Stage, wanted: dict[str, Any], executions: list[tuple[Record, Parts]] | None, produced: dict[str, _Produced]
 ) -> tuple[list[str], str | None]:
-    """The reasons against the execution with the fewest differing parts (the latest among equals)."""
-    documented = [record for record in executions if record.document is not None]
-    if not documented:
-        if executions:
-            return ["its recorded executions predate key documents (format 1): cannot say what differs"], None
+    """The reasons against the execution with the fewest differing parts (the latest among equals).
+
+    `executions` are the recorded executions of the stage that have key documents (None: the
+    store holds no execution of the stage at all).
+    """
+    if executions is None:
         return [NO_EXECUTION], None
-    ranked = sorted(
-        ((differences(stage.id, wanted, record.document, produced), record) for record in documented),
-        key=lambda pair: (len(pair[0]), -pair[1].created),
-    )
-    reasons, record = ranked[0]
+    if not executions:
+        return ["its recorded executions predate key documents (format 1): cannot say what differs"], None
+    parts = key_parts(wanted)
+    record, _ = min(executions, key=lambda pair: (len(_differing(parts, pair[1])), -pair[0].created))
+    reasons = differences(stage.id, wanted, record.document, produced)
     return reasons or ["its key matches a recorded execution that could not be read"], record.key
 
 
 def differences(stage_id: str, wanted: dict[str, Any], recorded: dict[str, Any], produced: dict[str, Any]) -> list[str]:
     """The key parts in which the key document `wanted` of stage `stage_id` differs from `recorded`, as sentences.
 
-    `produced` maps the fields that re-running stages recompute to their producer (`stage`,
-    `reasons`); such a field always differs.
+    One sentence per differing part of :func:`key_parts`. `produced` maps the fields that
+    re-running stages recompute to their producer (`stage`, `reasons`); such a field always differs.
     """
-    reasons = []
-    if wanted.get("schema") != recorded.get("schema"):
-        reasons.append(f"key schema {recorded.get('schema')} → {wanted.get('schema')}")
-    if wanted.get("stage") != recorded.get("stage"):
-        now, before = wanted.get("distributions", {}), recorded.get("distributions", {})
-        versions = [
-            f"{name} {before.get(name, '(none)')} → {now.get(name, '(none)')}"
-            for name in sorted(set(now) | set(before))
-            if now.get(name) != before.get(name)
+    now, before = key_parts(wanted), key_parts(recorded)
+    return [
+        _sentence(stage_id, kind, name, wanted, recorded, now, before, produced)
+        for kind, name in _differing(now, before)
+    ]
+
+
+def _sentence(
+    stage_id: str,
+    kind: str,
+    name: str,
+    wanted: dict[str, Any],
+    recorded: dict[str, Any],
+    now: Parts,
+    before: Parts,
+    produced: dict[str, Any],
+) -> str:
+    old, new = before.get((kind, name), "(unset)"), now.get((kind, name), "(unset)")
+    if kind == "schema":
+        return f"key schema {old} → {new}"
+    if kind == "code":
+        versions = wanted.get("distributions", {}), recorded.get("distributions", {})
+        changed = [
+            f"{package} {versions[1].get(package, '(none)')} → {versions[0].get(package, '(none)')}"
+            for package in sorted(set(versions[0]) | set(versions[1]))
+            if versions[0].get(package) != versions[1].get(package)
         ]
-        reasons.append(f"code of stage '{stage_id}' changed" + (f" ({', '.join(versions)})" if versions else ""))
-    wanted_settings = _flat(from_canonical(wanted.get("hyperparameters", {})))
-    recorded_settings = _flat(from_canonical(recorded.get("hyperparameters", {})))
-    reasons += _changes(f"{stage_id}/", wanted_settings, recorded_settings)
-    if wanted.get("extra") != recorded.get("extra"):
-        reasons.append(f"key material of stage '{stage_id}' changed")
-    inputs, before = wanted.get("inputs", {}), recorded.get("inputs", {})
-    for name in sorted(set(inputs) | set(before)):
-        if inputs.get(name) == before.get(name):
-            continue
-        if name in produced:
-            because = "; ".join(_short(reason) for reason in produced[name].reasons)
-            reasons.append(
-                f"field '{name}' differs (produced by stage '{produced[name].stage}', which re-runs because {because})"
-            )
-        elif name not in inputs or name not in before:
-            reasons.append(f"field '{name}' is {'now' if name in inputs else 'no longer'} read")
-        elif name == SOURCE:
-            reasons.append(f"field '{name}' differs (no execution of this stage for this input is recorded)")
-        else:
-            reasons.append(f"field '{name}' differs")
-    return reasons
+        return f"code of stage '{stage_id}' changed" + (f" ({', '.join(changed)})" if changed else "")
+    if kind == "hyperparameter":
+        return f"{stage_id}/{name}: {old} → {new}"
+    if kind == "extra":
+        return f"key material of stage '{stage_id}' changed"
+    if name in produced:
+        because = "; ".join(_short(reason) for reason in produced[name].reasons)
+        return f"field '{name}' differs (produced by stage '{produced[name].stage}', which re-runs because {because})"
+    if (kind, name) not in now or (kind, name) not in before:
+        return f"field '{name}' is {'now' if (kind, name) in now else 'no longer'} read"
+    if name == SOURCE:
+        return f"field '{name}' differs (no execution of this stage for this input is recorded)"
+    return f"field '{name}' differs"
 
 
 def _short(reason: str) -> str:
     """A reason without the explanation of an upstream field (one level of "because" is enough)."""
     return reason.split(" (", 1)[0] if reason.startswith("field '") else reason
-
-
-def _changes(prefix: str, now: dict[str, Any], before: dict[str, Any]) -> list[str]:
-    unset = object()
-    changes = []
-    for key in sorted(set(now) | set(before)):
-        old, new = before.get(key, unset), now.get(key, unset)
-        if old is unset or new is unset or _text(old) != _text(new):
-            shown = ["(unset)" if value is unset else _text(value) for value in (old, new)]
-            changes.append(f"{prefix}{key}: {shown[0]} → {shown[1]}")
-    return changes
 
 
 def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
