@@ -204,3 +204,13 @@ def test_cli_explain_text_and_json_agree_with_the_python_tree(tree, capsys):
 def test_cli_explain_names_what_is_missing_in_one_line(tree, capsys, argv, message):
     code, out, err = call(capsys, "explain", tree, *argv)
     assert code == 1 and out == "" and len(err.splitlines()) == 1 and message in err
+
+
+def test_a_value_whose_record_is_gone_ends_its_chain_with_a_note(tree, tmp_path):
+    root = copy_tree(tree, tmp_path)
+    store = repype.store.open(str(root / ".repype"))
+    smooth = chain(store.task("sigma=1").explain(2, "objects").derivation)[2]
+    store.delete_record(smooth.record)
+    nodes = chain(repype.store.open(str(root / ".repype"), mode="r").task("sigma=1").explain(2, "objects").derivation)
+    assert [node.field for node in nodes] == ["objects", "mask", "smooth"]
+    assert nodes[2].stage is None and nodes[2].digest == smooth.digest and "no record" in nodes[2].note

@@ -13,8 +13,11 @@ from example import copy_example, run_example
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import repype.store
 from repype.batch import Batch
 from repype.cli import batch_main
+from repype.store import layout
+from repype.store.history import executions_by_stage
 from repype.why import NO_EXECUTION, differences, why
 
 
@@ -168,3 +171,32 @@ def test_differences_name_exactly_the_hyperparameters_that_differ(before, now):
     )
     assert [reason.split(":")[0] for reason in reasons] == [f"st/{key}" for key in changed]
     assert differences("st", document(now), document(now), {}) == []
+
+
+def test_a_pending_task_whose_executions_are_all_recorded_needs_nothing(copy, capsys):
+    (copy / "sigma=3" / "threshold=0.5").mkdir()  # the same config as sigma=3: everything is recorded
+    (copy / "sigma=3" / "threshold=0.5" / "task.yml").write_text("config: {segment: {threshold: 0.5}}\n")
+    code, out = call(capsys, copy, "--why")
+    assert code == 0
+    assert out == "sigma=3/threshold=0.5:\n  every stage execution is in the store: nothing needs to run\n"
+
+
+def test_records_without_key_documents_cannot_say_what_differs(copy, capsys):
+    store = repype.store.open(str(copy / ".repype"))
+    for record in executions_by_stage(store)["segment"]:
+        format1 = {
+            "outputs": record.outputs,
+            "run_time": record.run_time,
+            "created": record.created,
+            "stage": "segment",
+        }
+        path = layout.metadata_key(layout.record_path(record.key))
+        store.backend.set(path, layout.group_document({"repype_record": format1}))
+    set_config(copy / "sigma=1", "segment", "threshold", 0.45)
+    code, out = call(capsys, copy, "--why", "--task", copy / "sigma=1")
+    assert code == 0
+    assert out.splitlines()[:3] == [
+        "sigma=1:",
+        "  stage 'segment' re-runs for all inputs:",
+        "    its recorded executions predate key documents (format 1): cannot say what differs",
+    ]
