@@ -76,6 +76,8 @@ def why(context: Any, name: str) -> TaskWhy:
     runner = InputRunner(store, pipeline, task.get_marginal_fields(pipeline), str(task.path), quiet=True)
     runs = [runner.start(input_id, context.config) for input_id in task.input_ids]
     runner.advance_recorded(runs)
+    if all(run.next_stage >= len(pipeline.stages) for run in runs):
+        return TaskWhy(name)  # everything is recorded: no need to read the store's other records
     history = {
         stage_id: [(record, key_parts(record.document)) for record in records if record.document is not None]
         for stage_id, records in executions_by_stage(store).items()
