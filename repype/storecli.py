@@ -104,7 +104,7 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
     elif name == "show":
         command.add_argument("task", nargs="?", help="task name as `ls` lists it (default: the task directory given)")
     elif name == "explain":
-        command.add_argument("task", help="task name as `ls` lists it")
+        command.add_argument("task", metavar="TASK", help="task name as `ls` lists it")
         command.add_argument("input", metavar="INPUT", help="the input id")
         command.add_argument("field", metavar="FIELD", help="the stored field")
     elif name == "table":
