@@ -32,6 +32,7 @@ from repype.console import ConsoleReader, format_hms  # noqa: F401 (format_hms: 
 from repype.plan import Plan
 from repype.task import Task
 from repype.typing import PathLike
+from repype.why import print_why
 
 
 class StatusReaderConsoleAdapter(ConsoleReader):
@@ -65,6 +66,7 @@ def main(
     strict: bool = False,
     check_determinism: float | None = None,
     plan_json: bool = False,
+    why: bool = False,
 ) -> Callable[[], Coroutine[Any, Any, bool]]:
     """Loads the task tree at `path` and returns a coroutine function that does the work (as upstream).
 
@@ -84,6 +86,8 @@ def main(
     executions of the selected tasks instead (see :mod:`repype.audit`), True when all matched.
     With `plan_json` (**new**), the dry run prints the plan as one JSON document instead (see
     :meth:`repype.plan.Plan.to_json`).
+    With `why` (**new**), the dry run says for each pending task why its stages cannot be reused
+    (see :mod:`repype.why`).
 
     Raises `AssertionError` when both `run` and `reset` are given, and the errors of loading
     the tree (a broken `task.yml`, a pipeline that cannot be imported) at once.
@@ -109,6 +113,9 @@ def main(
             return audit.audit_command(selected, check_determinism, sys.stdout) == 0
         if reset:
             return reset_tasks(contexts, yes)
+        if why:
+            print_why(lambda path: _relative(root, path), contexts, sys.stdout)
+            return True
         plan = batch.plan(contexts, up_to_date=len(selected) - len(contexts))
         if plan_json and not run:
             print(json.dumps(plan.to_json(), indent=2))
@@ -178,6 +185,9 @@ def batch_parser() -> argparse.ArgumentParser:
         help="re-run recorded stage executions of the selected tasks and compare their outputs",
     )
     action.add_argument("--json", action="store_true", help="dry run: print the plan as one JSON document")
+    action.add_argument(
+        "--why", action="store_true", help="dry run: why each stage of the pending tasks cannot be reused"
+    )
     parser.add_argument(
         "--sample", type=float, default=1.0, metavar="FRACTION", help="with --check-determinism: re-run this share"
     )
@@ -228,6 +238,7 @@ def batch_main(
             strict=args.strict,
             check_determinism=args.sample if args.check_determinism else None,
             plan_json=args.json,
+            why=args.why,
         )
         with _interrupted_by_sigterm():
             return 0 if asyncio.run(coroutine()) else 1

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repype.store import blobs, codecs, layout, leases, manifests
+from repype.store import blobs, codecs, keys, layout, leases, manifests
 from repype.store.backend import Backend
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
@@ -323,7 +323,10 @@ def _check_blob(backend: Backend, digest: str, info: dict[str, Any]) -> str | No
 
 
 def verify(backend: Backend, repair: bool = False) -> VerifyReport:
-    """Re-hashes every value and checks every reference; `repair` deletes the damage."""
+    """Re-hashes every value, checks every reference and that each record's key document hashes to its key.
+
+    `repair` deletes the damage.
+    """
     inventory = take_inventory(backend)
     report = VerifyReport()
     good: set[str] = set()
@@ -346,6 +349,10 @@ def verify(backend: Backend, repair: bool = False) -> VerifyReport:
         report.checked_records += 1
         if missing(record.outputs.values()):
             report.broken_records[key] = f"points at missing or damaged values {missing(record.outputs.values())}"
+        elif record.document is not None and keys.document_key(record.document) != key:
+            report.broken_records[key] = (
+                f"its key document hashes to {keys.document_key(record.document)}, not to its key"
+            )
     for digest, manifest in inventory.manifests.items():
         report.checked_manifests += 1
         if missing(manifest_refs(manifest)):

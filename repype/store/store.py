@@ -24,6 +24,7 @@ from repype.store.errors import (
 )
 from repype.store.leases import WriterLease
 from repype.store.manifests import InputEntry, InputID, Manifest, ManifestHeader, Record, Ref
+from repype.version import VERSION
 
 SMALL_BLOB_BYTES = 64 << 10
 """Values up to this size are written without asking first whether they exist (same bytes either way)."""
@@ -207,12 +208,22 @@ class Store:
 
     # --- stage records --------------------------------------------------------------------------
 
-    def put_record(self, key: str, outputs: dict[str, ValueRef], run_time: float, stage: str | None = None) -> Record:
+    def put_record(
+        self,
+        key: str,
+        outputs: dict[str, ValueRef],
+        run_time: float,
+        stage: str | None = None,
+        document: Mapping[str, Any] | None = None,
+    ) -> Record:
         """Records a stage execution under `key`; write its output values first (this is the commit point).
 
-        A damaged record under `key` is replaced.
+        `document` is the key document `key` was computed from (:func:`repype.store.keys.key_document`),
+        kept in the record with this repype's version so that the record explains itself. A
+        damaged record under `key` is replaced.
         """
-        record = Record(key, dict(outputs), float(run_time), time.time(), stage)
+        derivation = None if document is None else dict(document)
+        record = Record(key, dict(outputs), float(run_time), time.time(), stage, derivation, VERSION)
         path = layout.record_path(key)
         self._ensure_groups([self._fanout_group(path)])
         self.backend.set(layout.metadata_key(path), manifests.record_document(record))
