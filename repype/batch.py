@@ -18,6 +18,7 @@ import yaml
 import repype.status
 from repype.config import Config
 from repype.pipeline import Pipeline, StageError
+from repype.plan import Plan, plan_batch
 from repype.task import PathLike, PendingReason, Task
 
 
@@ -183,6 +184,14 @@ class Batch:
         """The run context of the task at `path` (None when there is no such runnable task)."""
         task = self.task(path)
         return RunContext(task) if task is not None and task.runnable else None
+
+    def plan(self, contexts: list[RunContext] | None = None, up_to_date: int = 0) -> Plan:
+        """The deduplicated plan of running `contexts` (default: the pending ones) in this order.
+
+        Each distinct stage execution counts once across all tasks and inputs (see :mod:`repype.plan`);
+        `up_to_date` is how many selected tasks need not run (reported with the plan).
+        """
+        return plan_batch(self.pending if contexts is None else contexts, up_to_date)
 
     async def run(
         self, contexts: list[RunContext] | None = None, status: Any = None, executor: int | str | None = None

@@ -1,9 +1,10 @@
 """The command line, and upstream's programmatic entry points to it.
 
-``repype PATH [--run | --reset] [--task T]... [--task-dir D]...`` lists the selected pending
-tasks with the reason each is pending and what the store already holds for it (a dry run);
-``--run`` runs them, ``--reset`` resets them after confirmation. ``repype store CMD ...``
-inspects and maintains a store (see :mod:`repype.storecli`).
+``repype PATH [--run | --reset | --json] [--task T]... [--task-dir D]...`` lists the selected
+pending tasks with the reason each is pending and the batch's plan (a dry run: see
+:mod:`repype.plan`; ``--json`` prints the plan as JSON); ``--run`` runs them, ``--reset``
+resets them after confirmation. ``repype store CMD ...`` inspects and maintains a store (see
+:mod:`repype.storecli`).
 
 A project's own ``__main__.py`` calls :func:`run_cli` (``run_cli(task_cls=MyTask)``); a
 notebook awaits the coroutine function returned by :func:`main`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import pathlib
 import signal
@@ -27,8 +29,10 @@ import repype.status
 from repype import audit, checks
 from repype.batch import Batch, RunContext
 from repype.console import ConsoleReader, format_hms  # noqa: F401 (format_hms: upstream's name here)
+from repype.plan import Plan
 from repype.task import Task
 from repype.typing import PathLike
+from repype.why import print_why
 
 
 class StatusReaderConsoleAdapter(ConsoleReader):
@@ -61,6 +65,8 @@ def main(
     debug: bool = False,
     strict: bool = False,
     check_determinism: float | None = None,
+    plan_json: bool = False,
+    why: bool = False,
 ) -> Callable[[], Coroutine[Any, Any, bool]]:
     """Loads the task tree at `path` and returns a coroutine function that does the work (as upstream).
 
@@ -78,6 +84,10 @@ def main(
     raise :class:`repype.checks.ConfigurationError` before anything runs. With
     `check_determinism` (**new**, a fraction), the coroutine re-runs that share of the recorded
     executions of the selected tasks instead (see :mod:`repype.audit`), True when all matched.
+    With `plan_json` (**new**), the dry run prints the plan as one JSON document instead (see
+    :meth:`repype.plan.Plan.to_json`).
+    With `why` (**new**), the dry run says for each pending task why its stages cannot be reused
+    (see :mod:`repype.why`).
 
     Raises `AssertionError` when both `run` and `reset` are given, and the errors of loading
     the tree (a broken `task.yml`, a pipeline that cannot be imported) at once.
@@ -103,7 +113,14 @@ def main(
             return audit.audit_command(selected, check_determinism, sys.stdout) == 0
         if reset:
             return reset_tasks(contexts, yes)
-        print_plan(root, contexts, up_to_date=len(selected) - len(contexts))
+        if why:
+            print_why(lambda path: _relative(root, path), contexts, sys.stdout)
+            return True
+        plan = batch.plan(contexts, up_to_date=len(selected) - len(contexts))
+        if plan_json and not run:
+            print(json.dumps(plan.to_json(), indent=2))
+            return True
+        print_plan(root, contexts, plan)
         if not run:
             print('DRY RUN: use "--run" to run the tasks')
             return True
@@ -167,6 +184,10 @@ def batch_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-run recorded stage executions of the selected tasks and compare their outputs",
     )
+    action.add_argument("--json", action="store_true", help="dry run: print the plan as one JSON document")
+    action.add_argument(
+        "--why", action="store_true", help="dry run: why each stage of the pending tasks cannot be reused"
+    )
     parser.add_argument(
         "--sample", type=float, default=1.0, metavar="FRACTION", help="with --check-determinism: re-run this share"
     )
@@ -216,6 +237,8 @@ def batch_main(
             debug=args.debug,
             strict=args.strict,
             check_determinism=args.sample if args.check_determinism else None,
+            plan_json=args.json,
+            why=args.why,
         )
         with _interrupted_by_sigterm():
             return 0 if asyncio.run(coroutine()) else 1
@@ -299,21 +322,15 @@ def _relative(root: pathlib.Path, path: pathlib.Path) -> str:
     return path.relative_to(root).as_posix() if path != root else "."
 
 
-def print_plan(root: pathlib.Path, contexts: list[RunContext], up_to_date: int) -> None:
-    """Prints the selected pending tasks, why each is pending and what the store holds for it."""
+def print_plan(root: pathlib.Path, contexts: list[RunContext], plan: Plan) -> None:
+    """Prints the selected pending tasks, why each is pending, and the batch's `plan` for each and in total."""
     print(f"{len(contexts)} task(s) selected for running")
-    for context in contexts:
+    for context, task_plan in zip(contexts, plan.tasks, strict=True):
         print(f"  {context.pending:<13} {_relative(root, context.task.path)}")
-        print(f"  {'':<13} {reuse_summary(context)}")
-    print(f"{len(contexts)} task(s) to run, {up_to_date} up to date")
-
-
-def reuse_summary(context: RunContext) -> str:
-    """What the store already holds for the task: stage executions it will reuse, of how many."""
-    plan = context.task.reuse_plan(context.pipeline, context.config)
-    reused = sum(len(stages) for stages in plan.values())
-    total = len(plan) * len(context.pipeline.stages)
-    return f"{reused} of {total} stage executions reused from the store, {total - reused} to run (at most)"
+        print(f"  {'':<13} {task_plan.summary()}")
+    for line in plan.totals():
+        print(line)
+    print(f"{len(contexts)} task(s) to run, {plan.up_to_date} up to date")
 
 
 def reset_tasks(contexts: list[RunContext], yes: bool = False) -> bool:

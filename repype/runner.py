@@ -27,7 +27,7 @@ from repype.config import Config, TrackedConfig
 from repype.pipeline import Pipeline, StageError
 from repype.stage import Stage, signature_sha
 from repype.store import IntegrityError, SerializationError, Store
-from repype.store.keys import stage_key
+from repype.store.keys import document_key, key_document
 from repype.typing import InputID
 
 ValueRef = dict[str, Any]
@@ -69,7 +69,11 @@ class InputRun:
     executed: list[str] = field(default_factory=list)
     reads: dict[str, set[str]] = field(default_factory=dict)
     """Hyperparameter keys each stage that ran read (see :class:`repype.config.TrackedConfig`)."""
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The key document of each key computed for this input, by key (records keep it)."""
     next_stage: int = 0
+    known_missing: str | None = None
+    """The key of the next stage when :meth:`InputRunner.advance_recorded` just found no record of it."""
 
     @property
     def persistent_refs(self) -> dict[str, ValueRef]:
@@ -125,7 +129,7 @@ class InputRunner:
         return bool(self.stage_config(run, stage).entries.get("enabled", stage.enabled_by_default))
 
     def key(self, run: InputRun, stage: Stage) -> str:
-        """The key of the execution of `stage` on the input of `run`."""
+        """The key of the execution of `stage` on the input of `run` (its document is kept in `run.documents`)."""
         missing = sorted(name for name in stage.inputs if name not in run.refs)
         if missing:
             raise StageError(stage, input_id=run.input_id) from KeyError(
@@ -136,7 +140,10 @@ class InputRunner:
         extra = stage.key_material(self.pipeline, run.input_id, stage_config)
         signature = stage.signature  # computed once: it walks the code the stage reaches
         sha, distributions = signature_sha(signature), signature["distributions"]
-        return stage_key(sha, stage_config.entries, digests, extra=extra, distributions=distributions)
+        document = key_document(sha, stage_config.entries, digests, extra=extra, distributions=distributions)
+        key = document_key(document)
+        run.documents[key] = document
+        return key
 
     def advance_recorded(self, runs: Iterable[InputRun]) -> None:
         """Adopt recorded stage executions for every run, as far as the store has them.
@@ -156,6 +163,8 @@ class InputRunner:
                 if key in records:
                     self._adopt(run, self.pipeline.stages[run.next_stage], key, records[key])
                     pending.append(run)
+                else:
+                    run.known_missing = key
 
     # --- execution ----------------------------------------------------------------------------
 
@@ -168,7 +177,12 @@ class InputRunner:
                 break
             stage = stages[run.next_stage]
             key = self.key(run, stage)
-            record = self.store.get_record(key) if pickup else None
+            if not pickup:
+                record = None
+            elif key == run.known_missing:  # the batched lookup found none: only this run may have written it since
+                record = self.store.known_record(key)
+            else:
+                record = self.store.get_record(key)
             if record is not None:
                 self._adopt(run, stage, key, record)
             else:
@@ -220,6 +234,8 @@ class InputRunner:
         run.reused.append(stage.id)
         run.next_stage += 1
         self._skip(run, stage)
+        if record.document is None and not self.quiet and key in run.documents:  # written before format 2
+            self.store.put_record(key, record.outputs, record.run_time, stage.id, run.documents[key])
 
     def _skip(self, run: InputRun, stage: Stage) -> None:
         if not self.quiet:
@@ -245,7 +261,7 @@ class InputRunner:
                 outputs[name] = self._put(run, name, value)
             run.producers[name] = stage
         run.refs.update(outputs)
-        self.store.put_record(key, outputs, seconds, stage=stage.id)
+        self.store.put_record(key, outputs, seconds, stage=stage.id, document=run.documents.get(key))
         run.record_keys.append(key)
         run.times[stage.id] = seconds
 

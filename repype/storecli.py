@@ -3,7 +3,7 @@
 ``repype store CMD TARGET`` where TARGET is a store (a path or an fsspec URL) or a directory of a
 task tree: then the store and its storage options come from the tree's `task.yml` files, and
 `ls`, `show`, `table` and `plot` look at the tasks at or below that directory. Commands: `ls`,
-`du`, `verify`, `gc`, `show`, `table`, `plot`. Exit status 0 on success, 1 on failure or damage.
+`du`, `verify`, `gc`, `show`, `explain`, `table`, `plot`. Exit status 0 on success, 1 on failure or damage.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import yaml
 import repype.store
 from repype.batch import Batch
 from repype.store import StoreError
+from repype.store.explain import format_explanation
 from repype.store.listing import list_tasks
 from repype.store.table import flatten_config, results_table
 from repype.task import Task, TaskError
@@ -34,10 +35,11 @@ COMMANDS = {
     "verify": "re-hash every value and check every reference (exit 1 on damage)",
     "gc": "delete what no task reaches (a dry run unless --yes)",
     "show": "one task: config, specification, stage hashes, inputs, fields, run times",
+    "explain": "where a stored value came from: stages, code, hyperparameters, back to the input id",
     "table": "a table across tasks: one row per task and input, hyperparameters and scalar fields",
     "plot": "a field against a hyperparameter, one series per value of another (a PNG)",
 }
-JSON_COMMANDS = ("ls", "du", "verify", "gc", "show")
+JSON_COMMANDS = ("ls", "du", "verify", "gc", "show", "explain")
 
 
 @dataclasses.dataclass
@@ -101,6 +103,10 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
         command.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     elif name == "show":
         command.add_argument("task", nargs="?", help="task name as `ls` lists it (default: the task directory given)")
+    elif name == "explain":
+        command.add_argument("task", metavar="TASK", help="task name as `ls` lists it")
+        command.add_argument("input", metavar="INPUT", help="the input id")
+        command.add_argument("field", metavar="FIELD", help="the stored field")
     elif name == "table":
         command.add_argument(
             "--field", action="append", help="field column(s), comma-separated or repeated (default: scalar fields)"
@@ -269,6 +275,18 @@ def run_show(target: Target, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_explain(target: Target, args: argparse.Namespace) -> int:
+    """`explain TASK INPUT FIELD`: the derivation tree of one stored value."""
+    view = target.store.task(args.task)
+    matches = [input_id for input_id in view.input_ids if str(input_id) == args.input]
+    if not matches:
+        raise KeyError(f"task '{view.name}' has no input {args.input} (inputs: {', '.join(map(str, view.input_ids))})")
+    explanation = view.explain(matches[0], args.field)
+    text = json.dumps(dataclasses.asdict(explanation), indent=2, default=str)
+    print(text if args.json else format_explanation(explanation))
+    return 0
+
+
 def _views(target: Target) -> list[Any]:
     names = target.tasks()
     if not names:
@@ -334,6 +352,7 @@ RUNNERS = {
     "verify": run_verify,
     "gc": run_gc,
     "show": run_show,
+    "explain": run_explain,
     "table": run_table,
     "plot": run_plot,
 }

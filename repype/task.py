@@ -30,6 +30,7 @@ from repype.config import Config
 from repype.executor import Executor, ProcessExecutor, create_executor
 from repype.files import write_text_atomically
 from repype.pipeline import Pipeline
+from repype.plan import supplying_task
 from repype.runner import (
     InputRun,
     InputRunner,
@@ -502,6 +503,8 @@ class Task:
 
         With `pickup`, every stage execution recorded in the store is reused (whichever task
         recorded it); stages that must run write their outputs to the store as they finish.
+        The `start` status event names as `pickup` the task that supplies the reused
+        executions (the one whose manifest references most of them), or None.
         On completion the manifest and ref are written to the store, then `.task.json`,
         `.sha.json` and `times.csv` to the task directory.
 
@@ -530,17 +533,32 @@ class Task:
         runs = [runner.start(input_id, config) for input_id in self.input_ids]
         if pickup:
             runner.advance_recorded(runs)
-        pickup_info = self.find_pickup_task(pipeline, config) if pickup else {"task": None}
+        supplier = supplying_task(store, [key for run in runs for key in run.record_keys])
         repype.status.update(
             status,
             info="start",
             task=str(self.path.resolve()),
-            pickup=str(pickup_info["task"].path.resolve()) if pickup_info["task"] else None,
+            pickup=str((self.root.path / supplier).resolve()) if supplier else None,
             first_stage=_first_stage_to_run(pipeline, runs),
             store=store.url,
             reused=sum(len(run.reused) for run in runs),
             stage_count=len(pipeline.stages) * len(runs),
         )
+        with store.writing():  # a concurrent gc spares what this run writes until the task is committed
+            self._finish(runner, runs, config, pickup, status, executor)
+            repype.status.update(status, info="storing", intermediate=True)
+            self._commit(runner, runs, config, self._times_of(runs))
+        self.findings = checks.unread_findings(str(self.path), [(run.config.entries, run.reads) for run in runs])
+        for finding in self.findings:
+            repype.status.update(status, str(finding), info="finding", kind=finding.kind, key=finding.key)
+        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
+        repype.status.update(status, info="completed", task=str(self.path.resolve()))
+        return data
+
+    def _finish(
+        self, runner: InputRunner, runs: list[InputRun], config: Config, pickup: bool, status: Any, executor: Any
+    ) -> None:
+        """Resolves every input: here, or fanned out by `executor`."""
         workers = create_executor(executor)
         try:
             if workers.remote:
@@ -550,14 +568,6 @@ class Task:
         finally:
             if workers is not executor:  # close only what this run created
                 workers.close()
-        repype.status.update(status, info="storing", intermediate=True)
-        self._commit(runner, runs, config, self._times_of(runs))
-        self.findings = checks.unread_findings(str(self.path), [(run.config.entries, run.reads) for run in runs])
-        for finding in self.findings:
-            repype.status.update(status, str(finding), info="finding", kind=finding.kind, key=finding.key)
-        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
-        repype.status.update(status, info="completed", task=str(self.path.resolve()))
-        return data
 
     def _finish_here(self, runner: InputRunner, runs: list[InputRun], pickup: bool, status: Any) -> None:
         for step, run in enumerate(runs):
@@ -651,8 +661,9 @@ class Task:
             )
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path))
-        runs = [self._run_from_data(runner, input_id, data[input_id], config, times) for input_id in self.input_ids]
-        self._commit(runner, runs, config, times)
+        with store.writing():
+            runs = [self._run_from_data(runner, input_id, data[input_id], config, times) for input_id in self.input_ids]
+            self._commit(runner, runs, config, times)
 
     def _run_from_data(
         self, runner: InputRunner, input_id: InputID, chunk: PipelineData, config: Config, times: Benchmark

@@ -291,6 +291,21 @@ def test_a_rerun_without_return_data_reads_no_value(tmp_path, counts, monkeypatc
     assert_data_equal(task.load(), first)
 
 
+def test_a_first_run_asks_the_store_once_per_stage_execution(tmp_path, counts, monkeypatch):
+    task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
+    asked = []
+    original = repype.store.Store.get_records
+
+    def counting(self, keys, report_damage=True):
+        keys = list(keys)
+        asked.extend(keys)
+        return original(self, keys, report_damage)
+
+    monkeypatch.setattr(repype.store.Store, "get_records", counting)
+    run(task)
+    assert len(asked) == len(set(asked)) == 3 * 4  # 3 inputs x 4 stages, each key asked once
+
+
 def test_pickup_false_runs_everything(tmp_path, counts):
     task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
     run(task)

@@ -78,6 +78,23 @@ class TaskView:
             raise KeyError(f"task '{self.name}' has no input {unknown[0]!r} (inputs: {self.input_ids})")
         return self.store.manifest_inputs(self.manifest, input_ids)
 
+    def record_keys(self) -> set[str]:
+        """Keys of every stage record the task's manifest lists (reads every input's entry)."""
+        return {key for entry in self.entries().values() for key in entry.records}
+
+    def explain(self, input_id: InputID, field: str) -> Any:
+        """Where the value of field `field` of `input_id` came from: a :class:`repype.store.explain.Explanation`.
+
+        Its `derivation` is a tree of :class:`repype.store.explain.Derivation` (dataclasses,
+        JSON-able with `dataclasses.asdict`): the stage that produced the value, that stage's
+        code sha and hyperparameters, the digests of the fields it read and the same for each of
+        those back to the input id, with the tasks listing each execution, its run time and
+        whether a determinism audit marked the stage. Needs the store alone.
+        """
+        from repype.store.explain import explain
+
+        return explain(self, input_id, field)
+
     def refs(self, input_id: InputID) -> dict[str, ValueRef]:
         """The references (digest, codec, size) of the fields of `input_id`."""
         return self.entries([input_id])[input_id].refs

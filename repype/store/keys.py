@@ -42,7 +42,7 @@ def key_document(
     extra: Any = None,
     distributions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The document a stage-execution key is the SHA-1 of (useful to explain a key)."""
+    """The document a stage-execution key is the SHA-1 of (see :func:`document_key`); records store it."""
     return {
         "schema": KEY_SCHEMA_VERSION,
         "stage": stage_sha,
@@ -71,7 +71,15 @@ def stage_key(
             name (`Stage.signature["distributions"]`; `Stage.sha` covers them too, the
             document names them so that a changed version can be explained).
     """
-    document = key_document(stage_sha, hyperparameters, inputs, extra, distributions)
+    return document_key(key_document(stage_sha, hyperparameters, inputs, extra, distributions))
+
+
+def document_key(document: Mapping[str, Any]) -> str:
+    """The key a :func:`key_document` hashes to: SHA-1 hex of its JSON with sorted keys (ASCII escapes).
+
+    The one way a key is computed: runs compute keys with it, `verify` recomputes the key of a
+    record from the document stored in it.
+    """
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 

@@ -51,6 +51,15 @@ def blob_path(digest: str) -> str:
     return fanout("blobs", digest)
 
 
+LEASES = "leases"
+"""The section of running writers' leases (see :mod:`repype.store.leases`)."""
+
+
+def lease_path(lease_id: str) -> str:
+    """The node path of the writer lease `lease_id`."""
+    return f"{LEASES}/{lease_id}"
+
+
 def record_path(key: str) -> str:
     """The node path of the stage record `key`."""
     return fanout("records", key)

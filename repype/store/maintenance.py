@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repype.store import blobs, codecs, layout, manifests
+from repype.store import blobs, codecs, keys, layout, leases, manifests
 from repype.store.backend import Backend
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
@@ -323,7 +323,10 @@ def _check_blob(backend: Backend, digest: str, info: dict[str, Any]) -> str | No
 
 
 def verify(backend: Backend, repair: bool = False) -> VerifyReport:
-    """Re-hashes every value and checks every reference; `repair` deletes the damage."""
+    """Re-hashes every value, checks every reference and that each record's key document hashes to its key.
+
+    `repair` deletes the damage.
+    """
     inventory = take_inventory(backend)
     report = VerifyReport()
     good: set[str] = set()
@@ -346,6 +349,10 @@ def verify(backend: Backend, repair: bool = False) -> VerifyReport:
         report.checked_records += 1
         if missing(record.outputs.values()):
             report.broken_records[key] = f"points at missing or damaged values {missing(record.outputs.values())}"
+        elif record.document is not None and keys.document_key(record.document) != key:
+            report.broken_records[key] = (
+                f"its key document hashes to {keys.document_key(record.document)}, not to its key"
+            )
     for digest, manifest in inventory.manifests.items():
         report.checked_manifests += 1
         if missing(manifest_refs(manifest)):
@@ -401,6 +408,8 @@ class GcReport:
     partials: list[str] = field(default_factory=list)
     freed_bytes: int = 0
     spared_young: int = 0
+    running_writers: int = 0
+    expired_leases: list[str] = field(default_factory=list)
     ok: bool = True
 
     def format(self) -> str:
@@ -412,14 +421,29 @@ class GcReport:
             f"spared {self.spared_young} unreferenced item(s) "
             "within the grace period"
         )
+        if self.running_writers:
+            text += f" or written since the oldest of {self.running_writers} running writer(s) started"
+        if self.expired_leases:
+            text += f"; {verb} {len(self.expired_leases)} expired writer lease(s)"
         return text + ("\nDRY RUN: nothing was deleted; run again with --yes to delete" if self.dry_run else "")
 
 
 def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcReport:
-    """Deletes blobs, records and manifests that no ref reaches, sparing those younger than `grace` seconds."""
-    inventory = take_inventory(backend)
+    """Deletes blobs, records and manifests that no ref reaches, sparing those younger than `grace` seconds.
+
+    Whatever the grace, everything written since the oldest running writer started is spared
+    (see :mod:`repype.store.leases`): a run's values stay unreferenced until its task is committed.
+    """
     report = GcReport(dry_run=dry_run)
-    young_before = time.time() - grace
+    now = time.time()
+    young_before = now - grace
+    held = leases.read_leases(backend)
+    live = [lease for lease in held if leases.is_live(lease, now)]
+    if live:
+        young_before = min(young_before, min(lease.started for lease in live) - leases.CLOCK_SKEW)
+    report.running_writers = len(live)
+    report.expired_leases = [lease.id for lease in held if lease not in live]
+    inventory = take_inventory(backend)
 
     def is_young(created: float | None) -> bool:
         return created is None or created > young_before
@@ -462,6 +486,8 @@ def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcRepo
         _spare_what_writers_touched(backend, inventory, report, is_young)
         delete_nodes(backend, (), report.records, report.manifests, report.blobs)
         backend.delete_many(report.partials)
+        for lease_id in report.expired_leases:
+            backend.delete_dir(layout.lease_path(lease_id))
     report.freed_bytes = sum(blob_size(inventory.blobs.get(digest)) for digest in report.blobs)
     return report
 

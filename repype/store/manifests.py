@@ -1,7 +1,8 @@
 """The formats of stage records, task manifests and refs: one place writes and parses each.
 
 * A **record** (`records/<k[:2]>/<key>/zarr.json`) says what one stage execution produced: the
-  references of its outputs, its run time, when it was written and the stage's id.
+  references of its outputs, its run time, when it was written, the stage's id and (format 2)
+  the key document the record's key is the SHA-1 of, and the repype version that wrote it.
 * A **manifest** describes a completed task. Format 2 (written since store format 2) is a small
   header (`manifests/<m[:2]>/<digest>/zarr.json`: spec, config, stage hashes, input ids, field
   names and the digests of its shards) and shards of :data:`SHARD_SIZE` inputs each
@@ -40,40 +41,99 @@ SHARD_SIZE = 256
 # --- records ---------------------------------------------------------------------------------------
 
 
+RECORD_FORMAT = 2
+"""The record format written here. 2: a record holds the key document of its execution and the
+repype version that wrote it; records of format 1 (no `format` field) have neither, and read with None."""
+
+
 @dataclass(frozen=True)
 class Record:
-    """A stage execution: the references of its outputs by field, its run time, when it was written."""
+    """A stage execution: the references of its outputs by field, its run time, when it was written.
+
+    `stage` is the stage's id; `document` the key document its key is the SHA-1 of
+    (:func:`repype.store.keys.key_document`: stage sha, hyperparameters as adopted, digests of the
+    fields read, key material, distributions, key schema); `version` the repype version that wrote
+    it. Records written before format 2 have neither (None): they explain less.
+    """
 
     key: str
     outputs: dict[str, ValueRef]
     run_time: float
     created: float
     stage: str | None = None
+    document: dict[str, Any] | None = None
+    version: str | None = None
 
 
 def record_document(record: Record) -> bytes:
-    """The `zarr.json` bytes of the node of `record`."""
+    """The `zarr.json` bytes of the node of `record` (format :data:`RECORD_FORMAT`)."""
     document = {
+        "format": RECORD_FORMAT,
         "outputs": record.outputs,
         "run_time": record.run_time,
         "created": record.created,
         "stage": record.stage,
+        "document": record.document,
+        "repype": record.version,
     }
     return layout.group_document({"repype_record": document})
 
 
 def parse_record(key: str, metadata: bytes) -> Record:
-    """The record `key` from the `zarr.json` bytes of its node; raises IntegrityError when damaged."""
+    """The record `key` from the `zarr.json` bytes of its node (format 1 or 2); raises IntegrityError when damaged."""
     try:
         document = layout.read_attributes(metadata)["repype_record"]
+        if document.get("format", 1) not in (1, RECORD_FORMAT):
+            raise ValueError(f"unknown record format {document['format']!r}")
         outputs = document["outputs"]
         if not isinstance(outputs, dict) or not all(
             isinstance(ref, dict) and "digest" in ref for ref in outputs.values()
         ):
             raise TypeError("its outputs are not value references")
-        return Record(key, outputs, float(document["run_time"]), float(document["created"]), document.get("stage"))
+        derivation = document.get("document")
+        if derivation is not None and not isinstance(derivation, dict):
+            raise TypeError("its key document is not a mapping")
+        return Record(
+            key,
+            outputs,
+            float(document["run_time"]),
+            float(document["created"]),
+            document.get("stage"),
+            derivation,
+            document.get("repype"),
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise IntegrityError(f"stage record {key} is damaged: {error}") from error
+
+
+# --- leases ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A running writer: since when it writes (`started`) and when it last said it still does (`renewed`)."""
+
+    id: str
+    started: float
+    renewed: float
+    host: str
+    pid: int
+
+
+def lease_document(lease: Lease) -> bytes:
+    """The `zarr.json` bytes of the node of `lease`."""
+    document = {"started": lease.started, "renewed": lease.renewed, "host": lease.host, "pid": lease.pid}
+    return layout.group_document({"repype_lease": document})
+
+
+def parse_lease(lease_id: str, metadata: bytes) -> Lease:
+    """The lease `lease_id` from the `zarr.json` bytes of its node; raises IntegrityError when damaged."""
+    try:
+        document = layout.read_attributes(metadata)["repype_lease"]
+        started, renewed = float(document["started"]), float(document["renewed"])
+        return Lease(lease_id, started, renewed, str(document["host"]), int(document["pid"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise IntegrityError(f"writer lease {lease_id} is damaged: {error}") from error
 
 
 # --- refs ------------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from repype.store import codecs, layout, manifests
@@ -21,7 +22,9 @@ from repype.store.errors import (
     StoreMissingError,
     where,
 )
+from repype.store.leases import WriterLease
 from repype.store.manifests import InputEntry, InputID, Manifest, ManifestHeader, Record, Ref
+from repype.version import VERSION
 
 SMALL_BLOB_BYTES = 64 << 10
 """Values up to this size are written without asking first whether they exist (same bytes either way)."""
@@ -62,6 +65,9 @@ class Store:
         self._manifests: dict[str, ManifestHeader] = {}
         self._shards: dict[tuple[str, int], list[InputEntry]] = {}
         self._lock = threading.Lock()
+        self.lease = WriterLease(backend)
+        """This writer's lease in the store, held while :meth:`writing` blocks run."""
+        self._writers = 0
 
     @property
     def url(self) -> str:
@@ -82,6 +88,26 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<repype store {self.url}{' (read-only)' if self.read_only else ''}>"
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Holds this writer's lease while the block runs (blocks of several threads may overlap).
+
+        A concurrent :meth:`gc` spares everything written since the oldest held lease started,
+        whatever its grace period: wrap work whose values stay unreferenced until a manifest is
+        written (a task's run) in it. See :mod:`repype.store.leases`.
+        """
+        with self._lock:
+            self._writers += 1
+            if self._writers == 1:
+                self.lease.hold()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._writers -= 1
+                if self._writers == 0:
+                    self.lease.release()
 
     # --- groups --------------------------------------------------------------------------------
 
@@ -182,12 +208,22 @@ class Store:
 
     # --- stage records --------------------------------------------------------------------------
 
-    def put_record(self, key: str, outputs: dict[str, ValueRef], run_time: float, stage: str | None = None) -> Record:
+    def put_record(
+        self,
+        key: str,
+        outputs: dict[str, ValueRef],
+        run_time: float,
+        stage: str | None = None,
+        document: Mapping[str, Any] | None = None,
+    ) -> Record:
         """Records a stage execution under `key`; write its output values first (this is the commit point).
 
-        A damaged record under `key` is replaced.
+        `document` is the key document `key` was computed from (:func:`repype.store.keys.key_document`),
+        kept in the record with this repype's version so that the record explains itself. A
+        damaged record under `key` is replaced.
         """
-        record = Record(key, dict(outputs), float(run_time), time.time(), stage)
+        derivation = None if document is None else dict(document)
+        record = Record(key, dict(outputs), float(run_time), time.time(), stage, derivation, VERSION)
         path = layout.record_path(key)
         self._ensure_groups([self._fanout_group(path)])
         self.backend.set(layout.metadata_key(path), manifests.record_document(record))
@@ -199,6 +235,10 @@ class Store:
     def get_record(self, key: str) -> Record | None:
         """The record of `key`, or None (also when it is damaged, see :meth:`get_records`)."""
         return self.get_records([key]).get(key)
+
+    def known_record(self, key: str) -> Record | None:
+        """The record of `key` if this object read or wrote it before, else None; asks the store nothing."""
+        return self._records.get(key)
 
     def get_records(self, keys: Iterable[str], report_damage: bool = True) -> dict[str, Record]:
         """The records of those `keys` that exist, fetched concurrently.
