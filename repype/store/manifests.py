@@ -44,7 +44,7 @@ def _reading(what: str) -> Iterator[None]:
     """Turns the errors of reading a malformed document into one IntegrityError naming `what`."""
     try:
         yield
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise IntegrityError(f"{what} is damaged: {error}") from error
 
 
@@ -323,13 +323,11 @@ def parse_shard(header: ManifestHeader, index: int, metadata: bytes | None) -> l
     where = f"manifest {header.digest}, shard {index}"
     if metadata is None:
         raise IntegrityError(f"{where} is missing from the store")
-    try:
+    with _reading(where):
         document = layout.read_attributes(metadata)["repype_manifest_shard"]
         if _digest(document) != header.shards[index]:
             raise ValueError("its content does not match its digest")
         entries = [_entry_from_document(item) for item in document["inputs"]]
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        raise IntegrityError(f"{where} is damaged: {error}") from error
     expected = header.input_ids[index * header.shard_size : (index + 1) * header.shard_size]
     if [entry.input_id for entry in entries] != expected:
         raise IntegrityError(f"{where} is damaged: it holds other inputs than its header says")
