@@ -114,7 +114,7 @@ def main(
         if reset:
             return reset_tasks(contexts, yes)
         if why:
-            print_why(lambda path: _relative(root, path), contexts, sys.stdout)
+            print_why(lambda path: _relative(root, path), contexts, sys.stdout, as_json=plan_json)
             return True
         plan = batch.plan(contexts, up_to_date=len(selected) - len(contexts))
         if plan_json and not run:
@@ -184,7 +184,9 @@ def batch_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-run recorded stage executions of the selected tasks and compare their outputs",
     )
-    action.add_argument("--json", action="store_true", help="dry run: print the plan as one JSON document")
+    parser.add_argument(
+        "--json", action="store_true", help="dry run (or --why): print the plan (or the reasons) as one JSON document"
+    )
     action.add_argument(
         "--why", action="store_true", help="dry run: why each stage of the pending tasks cannot be reused"
     )
@@ -222,7 +224,10 @@ def batch_main(
     0 on success, 1 on failure (a user error is one line on standard error; `--debug` shows its
     traceback), 2 for usage errors, including selections that name nothing runnable.
     """
-    args = batch_parser().parse_args(argv)
+    parser = batch_parser()
+    args = parser.parse_args(argv)
+    if args.json and (args.run or args.reset or args.check_determinism):
+        parser.error("--json goes with a dry run or --why, not with --run, --reset or --check-determinism")
     try:
         coroutine = main(
             args.path,

@@ -255,11 +255,30 @@ def format_why(result: TaskWhy, all_inputs: list[InputID]) -> list[str]:
     return lines
 
 
-def print_why(root_name: Any, contexts: list[Any], stream: IO[str]) -> None:
+def why_json(result: TaskWhy) -> dict[str, Any]:
+    """`result` as plain JSON data (`nearest` as `[input_id, record key]` pairs: input ids keep their type)."""
+    stages = [
+        {
+            "stage": entry.stage,
+            "input_ids": entry.input_ids,
+            "reasons": entry.reasons,
+            "nearest": [*entry.nearest.items()],
+        }
+        for entry in result.stages
+    ]
+    return {"task": result.task, "stages": stages}
+
+
+def print_why(root_name: Any, contexts: list[Any], stream: IO[str], as_json: bool = False) -> None:
     """`repype ROOT --why`: for each pending task of `contexts`, why its stages cannot be reused.
 
-    `root_name` gives the name to print for a task's path.
+    `root_name` gives the name to print for a task's path; `as_json` prints one JSON document
+    ``{"tasks": [...]}`` of :func:`why_json` forms instead.
     """
+    if as_json:
+        results = [why_json(why(context, root_name(context.task.path))) for context in contexts]
+        print(json.dumps({"tasks": results}, indent=2), file=stream)
+        return
     if not contexts:
         print("no pending tasks: every selected task is up to date", file=stream)
     for context in contexts:

@@ -221,7 +221,7 @@ def test_json_does_not_go_with_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli(capsys, str(root), "--json", "--run")
     out, err = capsys.readouterr()
-    assert exit_info.value.code == 2 and "not allowed with argument --json" in err and out == ""
+    assert exit_info.value.code == 2 and "--json goes with a dry run or --why" in err and out == ""
 
 
 def test_the_dry_run_prints_the_plan_per_task_and_in_total(tmp_path, capsys, counts):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -71,6 +72,14 @@ def test_an_edited_hyperparameter_is_named_with_its_old_and_new_value(copy, caps
         ("measure", [1, 2, 3, 4, 5, 6]),
     ]
     assert all(key is not None for entry in result.stages for key in entry.nearest.values())
+    code, out = call(capsys, copy, "--why", "--json")
+    (task,) = json.loads(out)["tasks"]
+    assert code == 0 and task["task"] == "sigma=3/threshold=0.6"
+    assert [(entry["stage"], entry["reasons"]) for entry in task["stages"]] == [
+        ("segment", ["segment/threshold: 0.6 → 0.65"]),
+        ("measure", [result.stages[1].reasons[0]]),
+    ]
+    assert [input_id for input_id, _ in task["stages"][0]["nearest"]] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_changed_stage_is_named_and_its_change_propagates_to_the_stages_reading_its_outputs(copy):

@@ -19,9 +19,10 @@ Every parser raises :class:`IntegrityError` naming the node when its document is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,15 @@ MANIFEST_FORMAT = 2
 
 SHARD_SIZE = 256
 """Inputs per manifest shard: one shard read per input loaded, a few dozen KB each."""
+
+
+@contextlib.contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Turns the errors of reading a malformed document into one IntegrityError naming `what`."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise IntegrityError(f"{what} is damaged: {error}") from error
 
 
 # --- records ---------------------------------------------------------------------------------------
@@ -81,7 +91,7 @@ def record_document(record: Record) -> bytes:
 
 def parse_record(key: str, metadata: bytes) -> Record:
     """The record `key` from the `zarr.json` bytes of its node (format 1 or 2); raises IntegrityError when damaged."""
-    try:
+    with _reading(f"stage record {key}"):
         document = layout.read_attributes(metadata)["repype_record"]
         if document.get("format", 1) not in (1, RECORD_FORMAT):
             raise ValueError(f"unknown record format {document['format']!r}")
@@ -102,8 +112,6 @@ def parse_record(key: str, metadata: bytes) -> Record:
             derivation,
             document.get("repype"),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise IntegrityError(f"stage record {key} is damaged: {error}") from error
 
 
 # --- leases ----------------------------------------------------------------------------------------
@@ -128,12 +136,10 @@ def lease_document(lease: Lease) -> bytes:
 
 def parse_lease(lease_id: str, metadata: bytes) -> Lease:
     """The lease `lease_id` from the `zarr.json` bytes of its node; raises IntegrityError when damaged."""
-    try:
+    with _reading(f"writer lease {lease_id}"):
         document = layout.read_attributes(metadata)["repype_lease"]
         started, renewed = float(document["started"]), float(document["renewed"])
         return Lease(lease_id, started, renewed, str(document["host"]), int(document["pid"]))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise IntegrityError(f"writer lease {lease_id} is damaged: {error}") from error
 
 
 # --- refs ------------------------------------------------------------------------------------------
@@ -158,15 +164,13 @@ def parse_ref(path: str, metadata: bytes) -> Ref:
 
     Refs of format 1 said `updated` where this format says `created`.
     """
-    try:
+    with _reading(f"ref {path}"):
         document = layout.read_attributes(metadata)["repype_ref"]
         created = document["created"] if "created" in document else document["updated"]
         name, digest = document["name"], document["manifest"]
         if not isinstance(name, str) or not isinstance(digest, str):
             raise TypeError("name and manifest must be strings")
         return Ref(name, digest, float(created))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise IntegrityError(f"ref {path} is damaged: {error}") from error
 
 
 # --- manifests -------------------------------------------------------------------------------------
@@ -293,7 +297,7 @@ def parse_manifest(digest: str, metadata: bytes) -> ManifestHeader:
     Raises IntegrityError naming the manifest when the document is damaged or does not match its digest.
     """
     where = f"manifest {digest}"
-    try:
+    with _reading(where):
         document = layout.read_attributes(metadata)["repype_manifest"]
         if "format" not in document:
             return _header_from_format1(digest, document)
@@ -312,8 +316,6 @@ def parse_manifest(digest: str, metadata: bytes) -> ManifestHeader:
             list(document["shards"]),
             int(document["shard_size"]),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise IntegrityError(f"{where} is damaged: {error}") from error
 
 
 def parse_shard(header: ManifestHeader, index: int, metadata: bytes | None) -> list[InputEntry]:
@@ -321,13 +323,11 @@ def parse_shard(header: ManifestHeader, index: int, metadata: bytes | None) -> l
     where = f"manifest {header.digest}, shard {index}"
     if metadata is None:
         raise IntegrityError(f"{where} is missing from the store")
-    try:
+    with _reading(where):
         document = layout.read_attributes(metadata)["repype_manifest_shard"]
         if _digest(document) != header.shards[index]:
             raise ValueError("its content does not match its digest")
         entries = [_entry_from_document(item) for item in document["inputs"]]
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        raise IntegrityError(f"{where} is damaged: {error}") from error
     expected = header.input_ids[index * header.shard_size : (index + 1) * header.shard_size]
     if [entry.input_id for entry in entries] != expected:
         raise IntegrityError(f"{where} is damaged: it holds other inputs than its header says")
