@@ -1,8 +1,8 @@
 """Writer leases: a running writer's mark in the store, so that a concurrent gc spares what it writes.
 
-A :class:`Store` that writes holds a lease from its first write on: a small node under
-`leases/` with the time the writer started and, renewed every :data:`HEARTBEAT` seconds, the
-time it last said it is still writing. Values and records that a run writes stay unreferenced
+A :class:`Store` holds a lease while a :meth:`Store.writing` block runs (a task's run holds one
+until its manifest is committed): a small node under `leases/` with the time the writer started
+and, renewed every :data:`HEARTBEAT` seconds, the time it last said it is still writing. Values and records that a run writes stay unreferenced
 until its task's manifest is written, so :func:`repype.store.maintenance.gc` spares everything
 written since the oldest live lease started, whatever its grace period. A lease that was not
 renewed for :data:`EXPIRY` seconds belongs to a writer that died; gc ignores and removes it.
@@ -50,7 +50,7 @@ class WriterLease:
         return self._started is not None
 
     def hold(self) -> None:
-        """Writes the lease (once) and starts renewing it; call it before the first write."""
+        """Writes the lease (once) and starts renewing it."""
         if self._started is not None:
             return
         with self._lock:
