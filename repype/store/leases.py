@@ -2,10 +2,11 @@
 
 A :class:`Store` holds a lease while a :meth:`Store.writing` block runs (a task's run holds one
 until its manifest is committed): a small node under `leases/` with the time the writer started
-and, renewed every :data:`HEARTBEAT` seconds, the time it last said it is still writing. Values and records that a run writes stay unreferenced
-until its task's manifest is written, so :func:`repype.store.maintenance.gc` spares everything
-written since the oldest live lease started, whatever its grace period. A lease that was not
-renewed for :data:`EXPIRY` seconds belongs to a writer that died; gc ignores and removes it.
+and, renewed every :data:`HEARTBEAT` seconds, the time it last said it is still writing.
+Values and records that a run writes stay unreferenced until its task's manifest is written,
+so :func:`repype.store.maintenance.gc` spares everything written since the oldest live lease
+started, whatever its grace period. A lease that was not renewed for :data:`EXPIRY` seconds
+belongs to a writer that died; gc ignores and removes it.
 """
 
 from __future__ import annotations
