@@ -58,9 +58,9 @@ def one_round(tool: str, root: pathlib.Path, size: dict, python: pathlib.Path | 
     config = {"render": {"delay": size["delay"], "side": size["side"]}, "measure": {"threshold": 0.0}}
     peers.write_tree(root, treestages.SWEEP, f"1-{size['inputs']}", config, children)
     interpreter = sys.executable if tool == "repype" else python
-    first = peers.cli(interpreter, root, "--run", counts=counts)
+    first, _ = peers.cli(interpreter, root, "--run", counts=counts)
     first_runs = peers.executions(counts)
-    second = peers.cli(interpreter, root, "--run", counts=counts)
+    second, _ = peers.cli(interpreter, root, "--run", counts=counts)
     return {"first": first, "second": second, "runs": (first_runs, peers.executions(counts))}
 
 

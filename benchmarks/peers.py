@@ -108,9 +108,11 @@ def whole_process(command: Sequence[str], counts: pathlib.Path | None = None, st
     return seconds, done.stdout
 
 
-def cli(python: pathlib.Path | str, root: pathlib.Path, *flags: str, counts: pathlib.Path | None = None) -> float:
-    """Seconds of `python -m repype ROOT FLAGS...` as a whole process."""
-    return whole_process([python, "-m", "repype", root, *flags], counts)[0]
+def cli(
+    python: pathlib.Path | str, root: pathlib.Path, *flags: str, counts: pathlib.Path | None = None
+) -> tuple[float, str]:
+    """(seconds, stdout) of `python -m repype ROOT FLAGS...` as a whole process."""
+    return whole_process([python, "-m", "repype", root, *flags], counts)
 
 
 def executions(counts: pathlib.Path) -> Counter:
