@@ -127,7 +127,6 @@ def joblib_sweep(
 ) -> dict[str, dict[int, float]]:
     """The sweep with joblib.Memory: every (threshold, input) through the cached work functions; foregrounds."""
     import joblib
-
     import treestages
 
     memory = joblib.Memory(str(cache), verbose=0)
