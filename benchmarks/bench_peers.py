@@ -31,32 +31,23 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import bench_load
 import common
 import peers
-import treestages
 from common import Result, Table, goal, median, pick, ratio, scratch
 
 TOOLS = ("repype", "upstream repype 1.0.4", "joblib.Memory")
 
 
-def sweep_children(siblings: int) -> dict[str, dict]:
-    """The siblings' directory names and configs: thresholds -0.7, -0.5, ..."""
-    thresholds = [round(-0.7 + 0.2 * index, 2) for index in range(siblings)]
-    return {f"threshold={value}": {"measure": {"threshold": value}} for value in thresholds}
-
-
 def one_round(tool: str, root: pathlib.Path, size: dict, python: pathlib.Path | None) -> dict:
     """First run and re-run of `tool` on a fresh tree below `root`: seconds and render executions of each."""
     counts = root.parent / f"{root.name}.counts"
-    children = sweep_children(size["siblings"])
-    input_ids = list(range(1, size["inputs"] + 1))
     if tool == "joblib.Memory":
-        thresholds = [config["measure"]["threshold"] for config in children.values()]
+        input_ids = list(range(1, size["inputs"] + 1))
+        thresholds = [spec["config"]["measure"]["threshold"] for spec in peers.sweep_children(size).values()]
         command = peers.joblib_command(root, input_ids, thresholds, size["delay"], size["side"])
         first, output = peers.whole_process(command, counts)
         first_runs = peers.executions(counts)
         second, _ = peers.whole_process(command, counts)
         return {"first": first, "second": second, "runs": (first_runs, peers.executions(counts)), "out": output}
-    config = {"render": {"delay": size["delay"], "side": size["side"]}, "measure": {"threshold": 0.0}}
-    peers.write_tree(root, treestages.SWEEP, f"1-{size['inputs']}", config, children)
+    peers.write_sweep(root, size)
     interpreter = sys.executable if tool == "repype" else python
     first, _ = peers.cli(interpreter, root, "--run", counts=counts)
     first_runs = peers.executions(counts)
@@ -65,12 +56,7 @@ def one_round(tool: str, root: pathlib.Path, size: dict, python: pathlib.Path | 
 
 
 def run(mode: str) -> Result:
-    size = {
-        "siblings": pick(mode, 2, 8, 8),
-        "inputs": pick(mode, 2, 4, 10),
-        "delay": pick(mode, 0.005, 0.05, 0.05),
-        "side": pick(mode, 32, 128, 256),
-    }
+    size = peers.sweep_size(mode)
     rounds, loads = pick(mode, 1, 1, 3), pick(mode, 1, 3, 9)
     notes = []
     python = None
@@ -150,7 +136,7 @@ def load_rows(
 ) -> dict[str, dict]:
     """One field (`foreground`) of one input of the last sibling, loaded by fresh processes from round 0's trees;
     checks that every tool computed the same value (joblib's from the JSON its sweep printed)."""
-    name = list(sweep_children(size["siblings"]))[-1]
+    name = list(peers.sweep_children(size))[-1]
     input_id = size["inputs"] // 2 + 1
     cases = {"repype": ("repype", tmp / "repype-0" / ".repype", input_id, "foreground", name)}
     if "upstream repype 1.0.4" in tools:

@@ -21,11 +21,13 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import treestages
 import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -46,18 +48,19 @@ def upstream_python() -> tuple[pathlib.Path | None, str]:
     def installed() -> bool:
         if not python.exists():
             return False
-        done = subprocess.run(probe, capture_output=True, text=True, check=False)
+        done = subprocess.run(probe, capture_output=True, text=True, check=False, cwd=venv)
         return done.returncode == 0 and done.stdout.strip() == UPSTREAM_VERSION
 
     if installed():
         return python, f"upstream repype {UPSTREAM_VERSION} from the venv {venv}"
+    venv.parent.mkdir(parents=True, exist_ok=True)
     steps = (
         [sys.executable, "-m", "venv", "--clear", str(venv)],
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"repype=={UPSTREAM_VERSION}"],
     )
     for step in steps:
         try:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=900, check=False)
+            done = subprocess.run(step, capture_output=True, text=True, timeout=900, check=False, cwd=venv.parent)
         except (OSError, subprocess.TimeoutExpired) as error:
             return None, f"upstream repype {UPSTREAM_VERSION} skipped: {' '.join(step[:4])} failed: {error}"
         if done.returncode != 0:
@@ -77,13 +80,32 @@ def joblib_available() -> bool:
 def write_tree(
     root: pathlib.Path, pipeline: list[str], input_ids: str, config: dict, children: Mapping[str, dict] | None = None
 ) -> None:
-    """A task tree: `root/task.yml` (runnable only without children) and `root/<name>/task.yml` per child config."""
+    """A task tree: `root/task.yml` (runnable only without children) and a runnable `root/<name>/task.yml` per
+    child spec (e.g. `{"config": {...}}`)."""
     root.mkdir(parents=True)
     spec = {"runnable": not children, "pipeline": pipeline, "input_ids": input_ids, "config": config}
     (root / "task.yml").write_text(yaml.safe_dump(spec))
-    for name, child_config in (children or {}).items():
+    for name, child_spec in (children or {}).items():
         (root / name).mkdir()
-        (root / name / "task.yml").write_text(yaml.safe_dump({"runnable": True, "config": child_config}))
+        (root / name / "task.yml").write_text(yaml.safe_dump({"runnable": True, **child_spec}))
+
+
+def sweep_size(mode: str) -> dict[str, Any]:
+    """The sweep's size in `mode`: K siblings, N inputs, the first stage's delay (s) and image side."""
+    sizes = {"siblings": (2, 8, 8), "inputs": (2, 4, 10), "delay": (0.005, 0.05, 0.05), "side": (32, 128, 256)}
+    return {name: values[("tiny", "quick", "full").index(mode)] for name, values in sizes.items()}
+
+
+def sweep_children(size: Mapping[str, Any], **spec: Any) -> dict[str, dict]:
+    """The siblings' directory names and specs: thresholds -0.7, -0.5, ... and `spec` (e.g. a `store` key)."""
+    thresholds = [round(-0.7 + 0.2 * index, 2) for index in range(size["siblings"])]
+    return {f"threshold={value}": {"config": {"measure": {"threshold": value}}, **spec} for value in thresholds}
+
+
+def write_sweep(root: pathlib.Path, size: Mapping[str, Any], **spec: Any) -> None:
+    """The sweep's task tree: a non-runnable root with the pipeline and defaults, the siblings below it."""
+    config = {"render": {"delay": size["delay"], "side": size["side"]}, "measure": {"threshold": 0.0}}
+    write_tree(root, treestages.SWEEP, f"1-{size['inputs']}", config, sweep_children(size, **spec))
 
 
 def child_env(counts: pathlib.Path | None = None) -> dict[str, str]:
@@ -95,11 +117,19 @@ def child_env(counts: pathlib.Path | None = None) -> dict[str, str]:
     return env
 
 
-def whole_process(command: Sequence[str], counts: pathlib.Path | None = None, stdin: str = "") -> tuple[float, str]:
-    """(wall seconds as the parent sees them, stdout) of one process; raises with its stderr when it fails."""
+def whole_process(command: Sequence[str], counts: pathlib.Path | None = None) -> tuple[float, str]:
+    """(wall seconds as the parent sees them, stdout) of one process; raises with its stderr when it fails.
+
+    It runs in the temporary directory: `python -m` and `-c` put the working directory first on
+    `sys.path`, and from the repository's root upstream's interpreter would import this project's `repype`.
+    """
     start = time.perf_counter()
     done = subprocess.run(
-        [str(part) for part in command], input=stdin, capture_output=True, text=True, env=child_env(counts)
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        env=child_env(counts),
+        cwd=tempfile.gettempdir(),
     )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
