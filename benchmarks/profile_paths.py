@@ -1,7 +1,7 @@
 """cProfile of the slow paths behind missed goals: prints the top entries by cumulative and by own time.
 
     python benchmarks/profile_paths.py tiny-first [N]   # a first run of the tiny-input task (the CLI's child)
-    python benchmarks/profile_paths.py tiny-dry [N]     # the CLI's parent after a reset: load the tree, pending
+    python benchmarks/profile_paths.py tiny-dry [N]     # the CLI's dry run after a reset (`repype ROOT`)
     python benchmarks/profile_paths.py tiny-null [N]    # the null build after a reset (the CLI's child)
     python benchmarks/profile_paths.py load [N]         # a fresh process loading one JSON field (imports included)
 
@@ -12,7 +12,9 @@ cProfile slows Python code down about 1.5-2x; read the shares, not the seconds.
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
+import os
 import pathlib
 import pstats
 import subprocess
@@ -26,6 +28,7 @@ import treestages
 from common import scratch
 
 from repype.batch import Batch
+from repype.cli import batch_main
 
 TOP = 18
 
@@ -55,13 +58,10 @@ def profile_run(root: pathlib.Path, title: str) -> None:
 
 
 def profile_dry(root: pathlib.Path, title: str) -> None:
-    def dry() -> list[str]:
-        batch = Batch()
-        batch.load(root)
-        return [context.pending for context in batch.contexts]
-
+    """The whole dry run of the command line (`repype ROOT`), in this process, its output discarded."""
     profile = cProfile.Profile()
-    profile.runcall(dry)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        profile.runcall(lambda: batch_main([str(root)]))
     report(profile, title)
 
 
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
             profile_run(root, f"first run of the tiny task, N={inputs}")
         elif path == "tiny-dry":
             tiny_tree(root, inputs, completed=True, reset=True)
-            profile_dry(root, f"dry run after a reset (load the tree, pending), N={inputs}")
+            profile_dry(root, f"dry run after a reset (repype ROOT), N={inputs}")
         elif path == "tiny-null":
             tiny_tree(root, inputs, completed=True, reset=True)
             profile_run(root, f"null build after a reset, N={inputs}")
