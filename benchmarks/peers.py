@@ -53,7 +53,10 @@ def upstream_python() -> tuple[pathlib.Path | None, str]:
 
     if installed():
         return python, f"upstream repype {UPSTREAM_VERSION} from the venv {venv}"
-    venv.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        venv.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return None, f"upstream repype {UPSTREAM_VERSION} skipped: cannot create {venv.parent}: {error}"
     steps = (
         [sys.executable, "-m", "venv", "--clear", str(venv)],
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"repype=={UPSTREAM_VERSION}"],

@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADLINE_KEYS = {
     "store_speedup_vs_pickle",
@@ -33,6 +35,7 @@ HEADLINE_KEYS = {
 }
 
 
+@pytest.mark.slow  # about 15 s: every benchmark once, several of them as whole processes
 def test_run_tiny_prints_tables_and_ends_with_headline_json(tmp_path):
     env = {
         key: value for key, value in os.environ.items() if not key.startswith("AWS_") and key != "REPYPE_TEST_COUNTS"
@@ -64,3 +67,18 @@ def test_run_tiny_prints_tables_and_ends_with_headline_json(tmp_path):
     # upstream repype 1.0.4 is never installed in the tiny mode: its rows are skipped with a note, its keys absent
     assert "upstream repype 1.0.4 skipped in the tiny mode" in completed.stdout
     assert not any(key.endswith("_vs_upstream") for key in headlines), headlines
+
+
+def test_upstream_peer_is_skipped_with_a_note_when_its_venv_cannot_be_made(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import peers
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("REPYPE_BENCH_CACHE", str(blocker / "cache"))
+    python, note = peers.upstream_python()
+    assert python is None
+    assert note.startswith("upstream repype 1.0.4 skipped: cannot create"), note
+    assert str(blocker) in note
