@@ -19,7 +19,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import common
 
-BENCHMARKS = ("bench_store", "bench_load", "bench_tiny", "bench_sweep", "bench_peers", "bench_s3", "bench_fingerprint")
+BENCHMARKS = (
+    "bench_store",
+    "bench_load",
+    "bench_tiny",
+    "bench_sweep",
+    "bench_peers",
+    "bench_s3",
+    "bench_fingerprint",
+    "bench_provenance",
+)
 HEADLINE_KEYS = (
     "store_speedup_vs_pickle",
     "store_overhead_vs_zarr",
