@@ -89,9 +89,9 @@ def write_repype(url: str, data: dict, pack_limit: int | None = None) -> None:
     store.put_manifest(TASK, repype.store.Manifest({}, {}, {"measure": "f" * 40}, entries))
 
 
-def load_process(kind: str, path: pathlib.Path, input_id: int, field: str) -> dict:
+def load_process(kind: str, path: pathlib.Path, input_id: int, field: str, task: str = TASK) -> dict:
     """One whole loading process: its wall time seen from here, its peak RSS and what it loaded."""
-    command = [sys.executable, "-c", LOADER, kind, str(path), str(input_id), field, TASK]
+    command = [sys.executable, "-c", LOADER, kind, str(path), str(input_id), field, task]
     env = dict(os.environ, PYTHONHASHSEED="0")
     start = time.perf_counter()
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
@@ -99,8 +99,8 @@ def load_process(kind: str, path: pathlib.Path, input_id: int, field: str) -> di
     return dict(json.loads(output.strip().splitlines()[-1]), seconds=seconds)
 
 
-Case = tuple[str, pathlib.Path, int, str]
-"""A load to measure: kind (`repype` or `pickle`), path, input id, field."""
+Case = tuple
+"""A load to measure: kind (`repype` or `pickle`), path, input id, field[, task name in the store]."""
 
 
 def measure_all(cases: dict[Any, Case], repeat: int) -> dict[Any, dict]:
@@ -108,8 +108,8 @@ def measure_all(cases: dict[Any, Case], repeat: int) -> dict[Any, dict]:
     (one round runs every case once), so a machine that gets busier slows every case alike."""
     runs: dict[Any, list[dict]] = {label: [] for label in cases}
     for _ in range(max(1, repeat)):
-        for label, (kind, path, input_id, field) in cases.items():
-            runs[label].append(load_process(kind, path, input_id, field))
+        for label, case in cases.items():
+            runs[label].append(load_process(*case))
     results = {}
     for label, measured in runs.items():
         loaded = {run["digest"] for run in measured}

@@ -19,7 +19,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import common
 
-BENCHMARKS = ("bench_store", "bench_load", "bench_sweep", "bench_s3", "bench_fingerprint", "bench_provenance")
+BENCHMARKS = (
+    "bench_store",
+    "bench_load",
+    "bench_tiny",
+    "bench_sweep",
+    "bench_peers",
+    "bench_s3",
+    "bench_fingerprint",
+    "bench_provenance",
+)
 HEADLINE_KEYS = (
     "store_speedup_vs_pickle",
     "store_overhead_vs_zarr",
@@ -27,8 +36,20 @@ HEADLINE_KEYS = (
     "load_tiny_speedup_vs_pickle",
     "load_flatness",
     "load_packed_array_speedup_vs_pickle",
+    "tiny_null_build_vs_first_run",
+    "tiny_first_run_overhead_ms_per_input",
+    "tiny_disk_vs_pickle",
+    "tiny_files_per_input",
+    "tiny_load_speedup_vs_pickle",
     "sweep_stage_runs_ratio",
+    "sweep_null_build_vs_upstream",
+    "sweep_first_run_speedup_vs_upstream",
+    "sweep_load_field_speedup_vs_upstream",
+    "sweep_first_run_speedup_vs_joblib",
+    "sweep_rerun_vs_joblib",
     "s3_small_records_speedup",
+    "s3_requests_per_record_write",
+    "s3_requests_per_record_check",
     "hash_share_of_store",
     "read_throughput_vs_zarr",
 )
