@@ -296,7 +296,11 @@ class _Walker:
         owner = self._qualified_name(namespace.get("__name__"), function.__qualname__)
         for name in facts.globals:
             if name in namespace:
-                self.value(self._qualified_name(namespace.get("__name__"), name), namespace[name], facts.names)
+                qualified = self._qualified_name(namespace.get("__name__"), name)
+                if _is_mutable_data(namespace[name]):
+                    self._mutable_global(qualified, namespace, name, facts.names)
+                else:
+                    self.value(qualified, namespace[name], facts.names)
         for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
             try:
                 contents = cell.cell_contents
@@ -329,6 +333,20 @@ class _Walker:
             self._external(getattr(value, "__module__", None))
         else:
             self._data(name, value, names)
+
+    def _mutable_global(self, qualified: str, namespace: dict[str, Any], name: str, names: frozenset[str]) -> None:
+        """A module-level list, dict, set or array counts by the statements that assign it in the source.
+
+        Its value at the time of hashing may differ run to run (a cache, a counter), so the value
+        does not count; the code it holds (a table of functions) is followed.
+        """
+        source = _assignment_source(namespace.get("__file__"), name)
+        if source is None:  # no source (or assigned elsewhere): its value counts, as for other data
+            self.value(qualified, namespace[name], names)
+            return
+        self._entry(qualified, "assigned:" + hashlib.sha1(source.encode("utf-8")).hexdigest())
+        for item in _code_items(namespace[name]):
+            self.value(f"{qualified}.<item>", item, names)
 
     def _module(self, module: types.ModuleType, names: frozenset[str]) -> None:
         where = _module_origin(module)
@@ -412,6 +430,50 @@ class _Walker:
         else:  # an instance: its class counts, not its state
             self._entry(name, "instance:" + self._qualified_name(_module_name(type(value)), type(value).__qualname__))
             self._class(type(value))
+
+
+def _is_mutable_data(value: Any) -> bool:
+    return isinstance(value, list | dict | set | bytearray) or (
+        hasattr(value, "dtype") and hasattr(value, "flags") and getattr(value.flags, "writeable", False)
+    )
+
+
+def _code_items(value: Any) -> Iterable[Any]:
+    """The functions, classes and modules held in a container, at any depth."""
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list | set) else ()
+    for item in items:
+        if isinstance(item, types.FunctionType | types.MethodType | types.ModuleType | type | functools.partial):
+            yield item
+        elif isinstance(item, list | dict | set | tuple):
+            yield from _code_items(list(item) if isinstance(item, tuple) else item)
+
+
+_ASSIGNMENTS: dict[tuple[str, float], dict[str, str]] = {}
+"""The module-level assignment statements of a source file, by (path, modification time)."""
+
+
+def _assignment_source(file: str | None, name: str) -> str | None:
+    """The syntax tree (as text) of the module-level statements of `file` that assign `name`, or None."""
+    if not file or not file.endswith(".py"):
+        return None
+    try:
+        cache_key = (file, os.path.getmtime(file))
+    except OSError:
+        return None
+    if cache_key not in _ASSIGNMENTS:
+        try:
+            tree = ast.parse(pathlib.Path(file).read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return None
+        statements: dict[str, list[str]] = {}
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        statements.setdefault(target.id, []).append(ast.dump(node, include_attributes=False))
+        _ASSIGNMENTS[cache_key] = {key: "\n".join(dumps) for key, dumps in statements.items()}
+    return _ASSIGNMENTS[cache_key].get(name)
 
 
 NOT_JSON = object()

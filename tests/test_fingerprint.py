@@ -393,3 +393,45 @@ def test_editing_count_components_reruns_measure_only(tmp_path, monkeypatch):
         assert event["reused_stages"] == ["synthesize", "smooth", "segment"]
         assert event["executed"] == 1  # measure
     sys.modules.pop("blobstages", None)
+
+
+MUTABLE_MODULE = """
+from repype.stage import Stage
+
+COUNTS = {{}}
+LIMITS = {limits}
+
+
+def double(x):
+    return x * {factor}
+
+
+TABLE = {{"double": double}}
+
+
+class Counting(Stage):
+    outputs = ("y",)
+
+    def process(self, pipeline, config, status=None):
+        COUNTS["runs"] = COUNTS.get("runs", 0) + 1
+        return {{"y": TABLE["double"](LIMITS["high"])}}
+"""
+
+
+def counting_module(modules, limits='{"high": 3}', factor="2"):
+    return modules(f"counting_{uuid.uuid4().hex}", MUTABLE_MODULE.format(limits=limits, factor=factor))
+
+
+def test_a_module_level_cache_a_stage_updates_does_not_change_its_sha(modules):
+    module = counting_module(modules)
+    before = module.Counting().sha
+    module.Counting().process(None, {})
+    module.COUNTS["other"] = [1, 2, 3]
+    assert module.Counting().sha == before
+
+
+def test_editing_a_module_level_mutable_value_or_a_function_it_holds_changes_the_sha(modules):
+    base = counting_module(modules).Counting().sha
+    assert counting_module(modules).Counting().sha == base
+    assert counting_module(modules, limits='{"high": 4}').Counting().sha != base
+    assert counting_module(modules, factor="3").Counting().sha != base
