@@ -109,6 +109,7 @@ class InputRunner:
         self.context = context
         self.status = status
         self.quiet = quiet
+        self._fingerprints: dict[str, tuple[str, dict[str, str]]] = {}
 
     # --- set-up and lookups -------------------------------------------------------------------
 
@@ -138,12 +139,18 @@ class InputRunner:
         stage_config = self.stage_config(run, stage)
         digests = {name: run.refs[name]["digest"] for name in sorted(stage.inputs)}
         extra = stage.key_material(self.pipeline, run.input_id, stage_config)
-        signature = stage.signature  # computed once: it walks the code the stage reaches
-        sha, distributions = signature_sha(signature), signature["distributions"]
+        sha, distributions = self._fingerprint(stage)
         document = key_document(sha, stage_config.entries, digests, extra=extra, distributions=distributions)
         key = document_key(document)
         run.documents[key] = document
         return key
+
+    def _fingerprint(self, stage: Stage) -> tuple[str, dict[str, str]]:
+        """`Stage.sha` and the distributions it reaches, once per stage and runner (it walks the reached code)."""
+        if stage.id not in self._fingerprints:
+            signature = stage.signature
+            self._fingerprints[stage.id] = (signature_sha(signature), signature["distributions"])
+        return self._fingerprints[stage.id]
 
     def advance_recorded(self, runs: Iterable[InputRun]) -> None:
         """Adopt recorded stage executions for every run, as far as the store has them.
