@@ -72,12 +72,12 @@ def main(
 
     ``await main(root, run=True)()`` runs the selected pending tasks and returns True on success;
     without `run` it prints the dry run and returns True; with `reset` it resets the selected
-    tasks after confirmation (`yes` skips the question, **new**; `debug` shows the tracebacks
-    of errors other than a stage's own, **new**). `tasks` and `task_dirs` select
-    tasks by path, relative to the current directory or to the tree's root; a selection that
-    names nothing runnable raises :class:`SelectionError`. `executor` (**new**) fans inputs out
-    as in :meth:`repype.task.Task.run`. Progress is printed by `status_reader_cls`, called as
-    ``status_reader_cls(status.filepath, batch=batch)``.
+    tasks after confirmation (`yes` skips the question, **new**). `tasks` and `task_dirs`
+    select tasks by path, relative to the current directory or to the tree's root; a selection
+    that names nothing runnable raises :class:`SelectionError`. `executor` (**new**) fans inputs
+    out as in :meth:`repype.task.Task.run`. Progress is printed by `status_reader_cls`, called
+    as ``status_reader_cls(status.filepath, batch=batch)`` (plus ``debug=True`` with `debug`,
+    **new**: tracebacks of errors other than a stage's own).
 
     Unless resetting, the selected tasks' configuration is checked first (**new**, see
     :mod:`repype.checks`): warnings go to standard error, errors (all findings with `strict`)
