@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from repype.config import Config
 from repype.store import codecs, keys
 
 STAGE_KEYS_V1 = {
@@ -74,5 +75,6 @@ def test_value_digests_are_locked(value, digest, codec):
     assert (encoded.ref["digest"], encoded.ref["codec"]) == (digest, codec)
 
 
-def test_document_digest_is_locked():
-    assert keys.document_digest({"a": (1, 2), "b": float("nan")}) == "7a1aaa12664adc2e1621197f8b203a93d76e48b4"
+def test_canonical_document_digest_is_locked():
+    # SHA-1 of the canonical JSON of a tagged document: what Config.sha (and so Task.compute_sha) computes
+    assert Config({"a": (1, 2), "b": float("nan")}).sha == "7a1aaa12664adc2e1621197f8b203a93d76e48b4"

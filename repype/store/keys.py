@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from repype.canonical import canonical as canonical_form
-from repype.canonical import canonical_json as canonical_text
 from repype.store.errors import KeyMaterialError
 
 KEY_SCHEMA_VERSION = 2
@@ -23,14 +22,6 @@ def canonical(value: Any) -> Any:
     """`value` in canonical form (see :mod:`repype.canonical`); raises KeyMaterialError when it has none."""
     try:
         return canonical_form(value)
-    except TypeError as error:
-        raise KeyMaterialError(f"{error} for a store key") from None
-
-
-def canonical_json(value: Any) -> str:
-    """Canonical JSON text of `value` (see :mod:`repype.canonical`); raises KeyMaterialError when it has none."""
-    try:
-        return canonical_text(value)
     except TypeError as error:
         raise KeyMaterialError(f"{error} for a store key") from None
 
@@ -82,8 +73,3 @@ def document_key(document: Mapping[str, Any]) -> str:
     """
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def document_digest(document: Any) -> str:
-    """SHA-1 hex of the canonical JSON of `document` (manifests are addressed by it)."""
-    return hashlib.sha1(canonical_json(document).encode("utf-8")).hexdigest()
