@@ -331,7 +331,7 @@ def print_plan(root: pathlib.Path, contexts: list[RunContext], plan: Plan) -> No
     """Prints the selected pending tasks, why each is pending, and the batch's `plan` for each and in total."""
     print(f"{len(contexts)} task(s) selected for running")
     for context, task_plan in zip(contexts, plan.tasks, strict=True):
-        print(f"  {context.pending:<13} {_relative(root, context.task.path)}")
+        print(f"  {task_plan.pending:<13} {_relative(root, context.task.path)}")
         print(f"  {'':<13} {task_plan.summary()}")
     for line in plan.totals():
         print(line)
