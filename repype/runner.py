@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import time
 import warnings
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 import dill
 
+import repype.status
 import repype.store
 from repype.config import Config, TrackedConfig
 from repype.pipeline import Pipeline, StageError
@@ -31,6 +33,10 @@ from repype.store.keys import document_key, key_document
 from repype.typing import InputID
 
 ValueRef = dict[str, Any]
+
+CLAIM_POLL = (0.05, 1.0)
+"""Seconds between checks for the record of an execution another process claimed: first, at most
+(the wait grows by half each time)."""
 
 
 _OPEN_STORES: dict[str, Store] = {}
@@ -192,8 +198,10 @@ class InputRunner:
                 record = self.store.get_record(key)
             if record is not None:
                 self._adopt(run, stage, key, record)
+            elif pickup:
+                self._execute_claimed(run, stage, key)
             else:
-                self._execute(run, stage, key)
+                self._execute(run, stage, key)  # a forced run executes whatever others run or recorded
         return run
 
     def materialize(self, run: InputRun, names: Iterable[str]) -> dict[str, Any]:
@@ -253,6 +261,44 @@ class InputRunner:
         self.record(run, stage, key, run.times[stage.id])
         run.executed.append(stage.id)
         run.next_stage += 1
+
+    def _execute_claimed(self, run: InputRun, stage: Stage, key: str) -> None:
+        """Execute `stage` (whose record under `key` was missing) under a claim, unless another process runs it.
+
+        Holding the claim, the record is looked up once more (its holder may have finished just
+        before), then the stage runs and is recorded, and the claim is released (also when the
+        stage fails). While another live process holds it, an intermediate status line says so
+        and the record is polled (backing off, see :data:`CLAIM_POLL`) until it appears (it is
+        adopted: nothing runs here) or the claim is released or dies (then this claims it again).
+        Stores where claims do not work run the stage unclaimed.
+        """
+        while True:
+            with self.store.claim(key) as claim:
+                if claim is None or claim.held:
+                    record = None if claim is None else self.store.get_record(key)
+                    if record is not None:
+                        self._adopt(run, stage, key, record)
+                    else:
+                        self._execute(run, stage, key)
+                    return
+            repype.status.update(
+                self.status,
+                f"waiting for {stage.id} on input {run.input_id!r}, claimed by {claim.holder}",
+                info="waiting",
+                stage=stage.id,
+                input_id=run.input_id,
+                holder=claim.holder,
+                intermediate=True,
+            )
+            delay, longest = CLAIM_POLL
+            while claim is not None:
+                time.sleep(delay)
+                delay = min(delay * 1.5, longest)
+                record = self.store.get_record(key)
+                if record is not None:
+                    self._adopt(run, stage, key, record)
+                    return
+                claim = self.store.live_claim(key)
 
     def record(self, run: InputRun, stage: Stage, key: str, seconds: float) -> None:
         """Write the outputs of `stage` (values in `run.values`), then its record under `key`.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.parse
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,6 +45,11 @@ own count of attempts, is 1 because s3fs nests its retries, which multiplies the
 no split of single reads into concurrent ranges, which costs every read an extra HEAD request
 (chunks are about 1 MB and zarr already reads them concurrently); no cached listings, which would
 hide what other processes wrote since (gc relies on fresh listings)."""
+
+EXCLUSIVE_CREATE_PROTOCOLS = ("s3", "s3a", "memory")
+"""fsspec protocols whose `pipe_file(..., mode="create")` writes a key only when it is absent, atomically
+(S3 sends `If-None-Match: *`, which AWS and moto's server honour; memory opens with mode `xb`).
+Other filesystems (gcsfs, adlfs, ...) get no exclusive create here: what needs it degrades."""
 
 _INSTALL_HINTS = {"s3": "pip install 'repype[s3]'", "gs": "pip install gcsfs", "az": "pip install adlfs"}
 
@@ -249,6 +255,57 @@ class Backend:
         return None
 
     # --- writes -------------------------------------------------------------------------------
+
+    @property
+    def supports_exclusive_create(self) -> bool:
+        """Whether :meth:`create` works here: a writable local directory, or an fsspec protocol of
+        :data:`EXCLUSIVE_CREATE_PROTOCOLS`."""
+        if self.read_only:
+            return False
+        return self.root is not None or self.url.split("://", 1)[0] in EXCLUSIVE_CREATE_PROTOCOLS
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Writes `data` at `key` only when nothing is there, atomically; True when this call wrote it.
+
+        Of several processes creating the same key at once, exactly one gets True, and readers see
+        the complete bytes or nothing. Local stores write a temporary file and hard-link it to its
+        name (the link fails when the name exists); object stores send a conditional PUT. Raises
+        :class:`StoreError` where :attr:`supports_exclusive_create` is False or the storage refuses.
+        """
+        self._check_writable()
+        if not self.supports_exclusive_create:
+            raise StoreError(f"store {self.display_url}: this storage offers no atomic create")
+        if self.root is not None:
+            return self._create_local(key, data)
+        store = self.zarr_store
+
+        async def put() -> bool:
+            try:
+                await store.fs._pipe_file(f"{store.path}/{key}", data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+
+        with self._write_errors():
+            return self.run(put())
+
+    def _create_local(self, key: str, data: bytes) -> bool:
+        path = self._local_file(key)
+        temporary = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(temporary, "xb") as file:
+                file.write(data)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                return False
+            return True
+        except OSError as error:
+            raise StoreUnavailableError(f"store {self.display_url}: cannot create {key}: {error}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
     def set(self, key: str, data: bytes) -> None:
         """Writes `data` at `key` (atomically: readers see the old or the new bytes)."""

@@ -6,6 +6,8 @@
     manifests/<m[:2]>/<digest>/zarr.json  a task manifest's header (group attributes), written last
     manifests/<m[:2]>/<digest>/<i>/zarr.json  shard i of that manifest (inputs' entries)
     refs/<quoted name>/zarr.json        a ref: a group whose attributes name a manifest
+    leases/<id>/zarr.json               a running writer's lease (see repype.store.leases)
+    claims/<key>.<generation>/zarr.json  a running stage execution's claim (see repype.store.claims)
 
 The documents in records, manifests and refs are defined by :mod:`repype.store.manifests`.
 
@@ -58,6 +60,15 @@ LEASES = "leases"
 def lease_path(lease_id: str) -> str:
     """The node path of the writer lease `lease_id`."""
     return f"{LEASES}/{lease_id}"
+
+
+CLAIMS = "claims"
+"""The section of running stage executions' claims (see :mod:`repype.store.claims`)."""
+
+
+def claim_path(key: str, generation: int) -> str:
+    """The node path of generation `generation` of the claim on the execution `key`."""
+    return f"{CLAIMS}/{key}.{generation}"
 
 
 def record_path(key: str) -> str:

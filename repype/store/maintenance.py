@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from repype.store import blobs, codecs, keys, layout, leases, manifests
+from repype.store import blobs, claims, codecs, keys, layout, leases, manifests
 from repype.store.backend import Backend
 from repype.store.codecs import ValueRef
 from repype.store.errors import IntegrityError
@@ -185,6 +185,8 @@ class UsageReport:
     total_bytes: int
     detail: bool = False
     damaged: dict[str, str] = field(default_factory=dict)
+    running: int = 0
+    """Stage executions that running processes have claimed (`claims/`, see :mod:`repype.store.claims`)."""
 
     @property
     def ok(self) -> bool:
@@ -209,6 +211,8 @@ class UsageReport:
             f"({_format_bytes(self.logical_bytes)} without sharing, dedup ratio {self.dedup_ratio:.2f}); "
             f"{_format_bytes(self.total_bytes)} of values in the store"
         )
+        if self.running:
+            lines.append(f"{self.running} stage execution(s) being run now by running processes (claims)")
         lines += [f"damaged task {name}: {reason}" for name, reason in sorted(self.damaged.items())]
         if self.damaged:
             lines.append(f"DAMAGED: {len(self.damaged)} task(s) cannot be read (repype store verify --repair)")
@@ -260,7 +264,17 @@ def du(backend: Backend) -> UsageReport:
         physical_bytes=sum(sizes.get(d, 0) for d in owners),
         total_bytes=sum(sizes.values()),
         damaged=damaged_tasks(inventory),
+        running=len(claims_by_state(backend)[0]),
     )
+
+
+def claims_by_state(backend: Backend) -> tuple[list[str], list[str]]:
+    """Node names of the live claims of running stage executions (not damage: they come and go as processes
+    run) and of the dead ones (not renewed for :data:`repype.store.claims.EXPIRY`, or damaged)."""
+    now = time.time()
+    found = claims.read_claims(backend)
+    live = [node for node, claim in found.items() if claim is not None and claim.is_live(now)]
+    return live, [node for node in found if node not in live]
 
 
 def ls(backend: Backend) -> UsageReport:
@@ -285,6 +299,8 @@ class VerifyReport:
     broken_refs: dict[str, str] = field(default_factory=dict)
     ref_paths: dict[str, str] = field(default_factory=dict, repr=False)
     repaired: bool = False
+    running: int = 0
+    """Stage executions claimed by running processes (`claims/`): reported, never damage."""
 
     @property
     def ok(self) -> bool:
@@ -308,6 +324,8 @@ class VerifyReport:
             lines.append(
                 f"{len(self.incomplete_blobs)} incomplete value(s) left by interrupted writers (gc removes them)"
             )
+        if self.running:
+            lines.append(f"{self.running} stage execution(s) being run now by running processes (not damage)")
         if self.repaired:
             lines.append("repaired: damaged values, the records and refs that reach them were deleted")
         lines.append("OK" if self.ok else "DAMAGED")
@@ -361,6 +379,7 @@ def verify(backend: Backend, repair: bool = False) -> VerifyReport:
         if inventory.manifests.get(digest) is None or digest in report.broken_manifests:
             report.broken_refs[name] = f"its manifest {digest} is missing or broken"
     report.ref_paths = dict(inventory.ref_paths)
+    report.running = len(claims_by_state(backend)[0])
     for path, reason in inventory.unreadable.items():
         section, node = path.split("/", 1)[0], path.rsplit("/", 1)[-1]
         if section == "refs":  # its name is in the unreadable document: the node name is the best guess
@@ -410,6 +429,7 @@ class GcReport:
     spared_young: int = 0
     running_writers: int = 0
     expired_leases: list[str] = field(default_factory=list)
+    expired_claims: list[str] = field(default_factory=list)
     ok: bool = True
 
     def format(self) -> str:
@@ -425,6 +445,8 @@ class GcReport:
             text += f" or written since the oldest of {self.running_writers} running writer(s) started"
         if self.expired_leases:
             text += f"; {verb} {len(self.expired_leases)} expired writer lease(s)"
+        if self.expired_claims:
+            text += f"; {verb} {len(self.expired_claims)} expired execution claim(s)"
         return text + ("\nDRY RUN: nothing was deleted; run again with --yes to delete" if self.dry_run else "")
 
 
@@ -433,6 +455,7 @@ def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcRepo
 
     Whatever the grace, everything written since the oldest running writer started is spared
     (see :mod:`repype.store.leases`): a run's values stay unreferenced until its task is committed.
+    Expired writer leases and execution claims (:mod:`repype.store.claims`) are removed.
     """
     report = GcReport(dry_run=dry_run)
     now = time.time()
@@ -443,6 +466,7 @@ def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcRepo
         young_before = min(young_before, min(lease.started for lease in live) - leases.CLOCK_SKEW)
     report.running_writers = len(live)
     report.expired_leases = [lease.id for lease in held if lease not in live]
+    report.expired_claims = claims_by_state(backend)[1]
     inventory = take_inventory(backend)
 
     def is_young(created: float | None) -> bool:
@@ -488,6 +512,8 @@ def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcRepo
         backend.delete_many(report.partials)
         for lease_id in report.expired_leases:
             backend.delete_dir(layout.lease_path(lease_id))
+        for node in report.expired_claims:
+            backend.delete_dir(f"{layout.CLAIMS}/{node}")
     report.freed_bytes = sum(blob_size(inventory.blobs.get(digest)) for digest in report.blobs)
     return report
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from repype.store import codecs, layout, manifests
 from repype.store.backend import Backend, local_path
+from repype.store.claims import Claim, Claims
 from repype.store.codecs import ValueRef
 from repype.store.errors import (
     IntegrityError,
@@ -68,6 +69,8 @@ class Store:
         self.lease = WriterLease(backend)
         """This writer's lease in the store, held while :meth:`writing` blocks run."""
         self._writers = 0
+        self.claims = Claims(backend)
+        """The execution claims this process holds in the store (see :meth:`claim`)."""
 
     @property
     def url(self) -> str:
@@ -108,6 +111,27 @@ class Store:
                 self._writers -= 1
                 if self._writers == 0:
                     self.lease.release()
+
+    @contextlib.contextmanager
+    def claim(self, key: str) -> Iterator[Claim | None]:
+        """Claims the stage execution `key` for the block, so that other processes wait instead of running it too.
+
+        Yields None when claims do not work on this store (read-only, or storage without an atomic
+        create): run unclaimed. Yields a :class:`Claim` with `held` True when this block holds the
+        claim (renewed in the background, released when the block ends, also by an exception), or
+        with `held` False when another live process (or thread) holds it: nothing was acquired.
+        See :mod:`repype.store.claims`.
+        """
+        claim = self.claims.acquire(key)
+        try:
+            yield claim
+        finally:
+            if claim is not None and claim.held:
+                self.claims.release(claim)
+
+    def live_claim(self, key: str) -> Claim | None:
+        """The live claim on the execution `key`, or None when nobody holds it (or it expired, or claims are off)."""
+        return self.claims.current(key)
 
     # --- groups --------------------------------------------------------------------------------
 
