@@ -8,7 +8,8 @@ The work itself lives in plain functions, which the joblib peer caches with `job
 Two pipelines:
 
 * the sweep: `Render` (the costly first stage: sleeps `delay` seconds, renders a `side` x `side`
-  image) -> `Blur` -> `Measure` (the swept `threshold`);
+  image) -> `Blur` -> `Measure` (the swept `threshold`); `Blur` and `Measure` sleep their own
+  `delay` hyperparameter first (default 0: cheap stages, as `bench_peers.py` runs them);
 * the tiny-input task: `Signal` (a 16-float array) -> `Summarize` (a small dict).
 
 When the environment names a file in `REPYPE_BENCH_COUNTS`, every execution of a work function
@@ -87,6 +88,7 @@ class Blur(Stage):
     outputs = ("smooth",)
 
     def process(self, image, pipeline, config, status=None):
+        time.sleep(config.get("delay", 0.0))
         return {"smooth": blur(image)}
 
 
@@ -97,6 +99,7 @@ class Measure(Stage):
     outputs = ("foreground",)
 
     def process(self, smooth, pipeline, config, status=None):
+        time.sleep(config.get("delay", 0.0))
         return {"foreground": measure(smooth, config.get("threshold", 0.0))}
 
 
