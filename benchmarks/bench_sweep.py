@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -148,7 +149,12 @@ def dask_cluster(counts: pathlib.Path) -> Iterator[str | None]:
     os.environ.update(peers.child_env(counts))  # the workers inherit it: stages import and count there
     try:
         with LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,  # workers that lose the scheduler while it stops log tracebacks
         ) as cluster:
             yield cluster.scheduler_address
     finally:
