@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -303,7 +304,9 @@ def test_a_first_run_asks_the_store_once_per_stage_execution(tmp_path, counts, m
 
     monkeypatch.setattr(repype.store.Store, "get_records", counting)
     run(task)
-    assert len(asked) == len(set(asked)) == 3 * 4  # 3 inputs x 4 stages, each key asked once
+    # 3 inputs x 4 stages, each key asked once, and once more by the run that claimed it (another
+    # process may have recorded it in between: see repype.store.claims)
+    assert len(set(asked)) == 3 * 4 and set(Counter(asked).values()) == {2}
 
 
 def test_pickup_false_runs_everything(tmp_path, counts):
