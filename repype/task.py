@@ -15,7 +15,6 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-import dill
 import yaml
 
 import repype.pipeline
@@ -25,20 +24,12 @@ from repype import checks
 from repype.benchmark import Benchmark
 from repype.canonical import canonical_json
 from repype.config import Config
-from repype.executor import Executor, ProcessExecutor, create_executor
+from repype.executor import Executor, create_executor
 from repype.files import write_text_atomically
+from repype.graph import run_graph
 from repype.pipeline import Pipeline
-from repype.plan import supplying_task
-from repype.runner import (
-    InputRun,
-    InputRunner,
-    WorkOrder,
-    adopt_resolved_state,
-    open_shared_store,
-    progress_event,
-    run_work_order,
-    work_order_payload,
-)
+from repype.plan import PlanContext, supplying_task
+from repype.runner import InputRun, InputRunner, open_shared_store, progress_event
 from repype.spec import decode_input_ids, load_from_module, validate_spec  # the first two: upstream names here
 from repype.stage import Stage
 from repype.typing import InputID, PathLike, PipelineData, TaskData
@@ -439,16 +430,34 @@ class Task:
         which ran never read (on any input; a likely typo, with the closest name it did read),
         each also reported to `status` as an event with `info="finding"` and a `text` line.
 
-        `executor` (**new**) fans the inputs out: None or 1 runs them here, in order; an int N
-        runs them in N local processes; `'dask'` on a local Dask cluster; a scheduler address
-        on that Dask cluster (see :func:`repype.executor.create_executor`). Workers open the
-        store by URL, so it must be reachable from them.
+        `executor` (**new**) runs the stage executions in parallel: None or 1 runs the inputs
+        here, in order; an int N runs the executions in N local processes; `'dask'` on a local
+        Dask cluster; a scheduler address on that Dask cluster (see
+        :func:`repype.executor.create_executor` and :mod:`repype.graph`). Workers open the store
+        by URL, so it must be reachable from them. A failing stage raises its
+        :class:`repype.pipeline.StageError` once the other inputs are resolved.
         """
         if not self.runnable:
             raise TaskError(f"task {self.path} is not runnable")
         if pipeline is None:
             pipeline = self.create_pipeline()
             self.setup_callbacks(pipeline)
+        workers = create_executor(executor)
+        try:
+            if workers.remote:
+                runner, runs = self._run_in_parallel(workers, pipeline, config, pickup, status)
+            else:
+                runner, runs = self._run_here(pipeline, config, pickup, status)
+        finally:
+            if workers is not executor:  # close only what this run created
+                workers.close()
+        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
+        return data
+
+    def _run_here(
+        self, pipeline: Pipeline, config: Config, pickup: bool, status: Any
+    ) -> tuple[InputRunner, list[InputRun]]:
+        """Resolves every input in this process, in order, then completes the task."""
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), status)
         runs = [runner.start(input_id, config) for input_id in self.input_ids]
@@ -466,76 +475,46 @@ class Task:
             stage_count=len(pipeline.stages) * len(runs),
         )
         with store.writing():  # a concurrent gc spares what this run writes until the task is committed
-            self._finish(runner, runs, config, pickup, status, executor)
-            repype.status.update(status, info="storing", intermediate=True)
+            for step, run in enumerate(runs):
+                repype.status.update(
+                    status,
+                    info="process",
+                    task=str(self.path.resolve()),
+                    input_id=run.input_id,
+                    step=step,
+                    step_count=len(runs),
+                )
+                runner.finish(run, pickup=pickup)
+                repype.status.update(status, info="processed", input_id=run.input_id, **progress_event(run))
+            self.complete(runner, runs, config, status)
+        return runner, runs
+
+    def _run_in_parallel(
+        self, workers: Executor, pipeline: Pipeline, config: Config, pickup: bool, status: Any
+    ) -> tuple[InputRunner, list[InputRun]]:
+        """Resolves the inputs' stage executions on `workers` (see :mod:`repype.graph`); raises the first failure."""
+        context = PlanContext(self, pipeline, config)
+        result = run_graph([context], workers, status=status, pickup=pickup, per_task_status=False)
+        if result.failed:
+            raise next(iter(result.failed.values()))
+        return result.completed[str(self.path)]
+
+    def complete(self, runner: InputRunner, runs: list[InputRun], config: Config, status: Any = None) -> None:
+        """Completes the task with its resolved inputs `runs` (**new**; :meth:`run` calls it).
+
+        Writes each input's adopted config (the `config` scope, if the pipeline has one), then
+        the manifest and ref to the store and `.task.json`, `.sha.json` and `times.csv` to the
+        task directory; then reports :attr:`findings` and the `completed` event to `status`.
+        """
+        for run in runs:
+            self._write_input_config(runner.pipeline, run)
+        repype.status.update(status, info="storing", intermediate=True)
+        with runner.store.writing():
             self._commit(runner, runs, config, self._times_of(runs))
         self.findings = checks.unread_findings(str(self.path), [(run.config.entries, run.reads) for run in runs])
         for finding in self.findings:
             repype.status.update(status, str(finding), info="finding", kind=finding.kind, key=finding.key)
-        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
         repype.status.update(status, info="completed", task=str(self.path.resolve()))
-        return data
-
-    def _finish(
-        self, runner: InputRunner, runs: list[InputRun], config: Config, pickup: bool, status: Any, executor: Any
-    ) -> None:
-        """Resolves every input: here, or fanned out by `executor`."""
-        workers = create_executor(executor)
-        try:
-            if workers.remote:
-                self._finish_remotely(workers, runner, runs, config, pickup, status)
-            else:
-                self._finish_here(runner, runs, pickup, status)
-        finally:
-            if workers is not executor:  # close only what this run created
-                workers.close()
-
-    def _finish_here(self, runner: InputRunner, runs: list[InputRun], pickup: bool, status: Any) -> None:
-        for step, run in enumerate(runs):
-            self._report_input(status, run, step, len(runs))
-            runner.finish(run, pickup=pickup)
-            self._input_done(runner, run, status)
-
-    def _finish_remotely(
-        self, workers: Executor, runner: InputRunner, runs: list[InputRun], config: Config, pickup: bool, status: Any
-    ) -> None:
-        options = self.full_spec.get("storage_options") or None
-        local = isinstance(workers, ProcessExecutor)  # a status journal is a local file
-        orders = [
-            work_order_payload(
-                WorkOrder(
-                    self.store_url,
-                    options,
-                    runner.pipeline,
-                    runner.marginal_fields,
-                    str(self.path),
-                    run.input_id,
-                    config,
-                    pickup,
-                    repype.status.derive(status) if local else None,
-                )
-            )
-            for run in runs
-        ]
-        for step, (index, state) in enumerate(workers.map(run_work_order, orders)):
-            run = runs[index]
-            adopt_resolved_state(run, runner.pipeline, dill.loads(state))
-            self._report_input(status, run, step, len(runs))
-            self._input_done(runner, run, status)
-
-    def _report_input(self, status: Any, run: InputRun, step: int, step_count: int) -> None:
-        repype.status.update(
-            status,
-            info="process",
-            task=str(self.path.resolve()),
-            input_id=run.input_id,
-            step=step,
-            step_count=step_count,
-        )
-
-    def _input_done(self, runner: InputRunner, run: InputRun, status: Any) -> None:
-        repype.status.update(status, info="processed", input_id=run.input_id, **progress_event(run))
-        self._write_input_config(runner.pipeline, run)
 
     def _fields_to_store(self, pipeline: Pipeline) -> frozenset[str]:
         return frozenset(pipeline.persistent_fields) - self.get_marginal_fields(pipeline)
