@@ -94,7 +94,7 @@ class ConsoleReader(StatusReader):
     def handle_new_status(self, positions: list[int], status: Any, intermediate: bool) -> None:
         """Counts the update, then prints it (intermediate ones in place, on a terminal only)."""
         task = self.progress.observe(self.entry or {"data": status})
-        if isinstance(status, dict) and status.get("info") == "batch-plan" and self._shows_intermediate():
+        if _is(status, "batch-plan") and self._bar is None and self._shows_intermediate():
             from repype.livebar import LiveBar  # rich is imported only to draw a bar
 
             self._bar = LiveBar(self._stream(), self.progress)
@@ -105,7 +105,7 @@ class ConsoleReader(StatusReader):
                 self._print("\r\033[K", end="")
                 self._pending_line = False
             return
-        if isinstance(status, dict) and status.get("info") == "finished":
+        if _is(status, "finished"):
             self._close_bar()
         text = self.format(positions, status, intermediate)
         if self._bar is not None:
@@ -156,6 +156,10 @@ class ConsoleReader(StatusReader):
         stream = self._stream()
         stream.write(text + end)
         stream.flush()
+
+
+def _is(status: Any, info: str) -> bool:
+    return isinstance(status, dict) and status.get("info") == info
 
 
 _PER_INPUT = ("enter", "start", "process", "processed")
