@@ -129,6 +129,16 @@ def main(
         with repype.status.create() as status:
             options = {"debug": True} if debug else {}  # upstream readers take no such option
             async with status_reader_cls(status.filepath, batch=batch, **options):
+                repype.status.update(
+                    status,
+                    info="batch-plan",
+                    tasks=len(contexts),
+                    to_run=plan.to_run,
+                    reused=plan.reused,
+                    shared=plan.shared,
+                    estimated_seconds=plan.estimated_seconds,
+                    unestimated=plan.unestimated,
+                )
                 return await batch.run(contexts, status=status, executor=executor, plan=plan if parallel else None)
 
     return _main

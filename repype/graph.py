@@ -31,7 +31,7 @@ from typing import Any
 import repype.status
 from repype.executor import Executor
 from repype.pipeline import failure_details
-from repype.plan import Plan, PlanContext, plan_batch
+from repype.plan import Plan, PlanContext, TaskPlan, plan_batch
 from repype.runner import InputRun, InputRunner, Outcome, progress_event
 from repype.stage import Stage
 from repype.work import ShippedPipeline, StageOrder, order_payload, run_order, without_values
@@ -50,9 +50,11 @@ class _TaskRun:
     context: PlanContext
     runner: InputRunner
     status: Any
+    plan: TaskPlan
     inputs: list[_Input] = field(default_factory=list)
     remaining: int = 0
     error: BaseException | None = None
+    started: bool = False
     completed: bool = False
 
     @property
@@ -132,13 +134,13 @@ class BatchGraph:
 
     # --- building ---------------------------------------------------------------------------
 
-    def _add_task(self, context: PlanContext, task_plan: Any, status: Any, plan: Plan) -> _TaskRun:
+    def _add_task(self, context: PlanContext, task_plan: TaskPlan, status: Any, plan: Plan) -> _TaskRun:
         task, pipeline = context.task, context.pipeline
         task_status = repype.status.derive(status) if self.derive_status else status
         runner = InputRunner(
             task.open_store(), pipeline, task.get_marginal_fields(pipeline), str(task.path), task_status
         )
-        task_run = _TaskRun(context, runner, task_status)
+        task_run = _TaskRun(context, runner, task_status, task_plan)
         for input_id in task.input_ids:
             identities = task_plan.steps.get(input_id, [])
             steps = [(task_plan.store, identity) for identity in identities]
@@ -230,6 +232,8 @@ class BatchGraph:
         priors = [
             self.units[step].handle if step in self.units and eager else self.outcomes[step] for step in unit.priors
         ]
+        for item in unit.users:
+            self._start(item.task)
         key = f"{unit.stage.id}-{unit.step[1][:16]}-{self.token}"  # the Dask dashboard groups by stage id
         unit.handle = executor.submit(run_order, order_payload(order), *priors, key=key)
         self._release(unit)
@@ -289,12 +293,33 @@ class BatchGraph:
             if task_run.remaining == 0:
                 self._commit(task_run, result)
 
+    def _start(self, task_run: _TaskRun) -> None:
+        """Reports the `start` of the task: when its first execution is submitted, or it is committed."""
+        if task_run.started:
+            return
+        task_run.started = True
+        task = task_run.context.task
+        suppliers = [(count, name) for name, count in task_run.plan.reused_from.items() if name is not None]
+        supplier = min(suppliers, key=lambda item: (-item[0], item[1]))[1] if suppliers else None
+        repype.status.update(
+            task_run.status,
+            info="start",
+            task=str(task.path.resolve()),
+            pickup=str((task.root.path / supplier).resolve()) if supplier else None,
+            store=task_run.runner.store.url,
+            reused=task_run.plan.reused,
+            stage_count=task_run.plan.inputs * task_run.plan.stages,
+        )
+
     def _commit(self, task_run: _TaskRun, result: GraphResult) -> None:
+        self._start(task_run)
         runner, context = task_run.runner, task_run.context
         runs = [runner.complete(item.run) for item in task_run.inputs]
         try:
+            task = str(context.task.path.resolve())
             for run in runs:
-                repype.status.update(task_run.status, info="processed", input_id=run.input_id, **progress_event(run))
+                update = progress_event(run)
+                repype.status.update(task_run.status, info="processed", task=task, input_id=run.input_id, **update)
             context.task.complete(runner, runs, context.config, task_run.status)
         except Exception as error:  # the store refused the manifest: this task fails, the others go on
             self._fail_task(task_run, error, result)
