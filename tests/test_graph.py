@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from taskstages import COUNTS_ENV, read_counts
+from taskstages import COUNTS_ENV, count, read_counts
 from tasktree import PIPELINE, write_tree
 from test_plan import load, marginal_tree, run_here, sweep_3x3
 from test_task import assert_data_equal
@@ -76,6 +76,29 @@ def test_planned_counts_equal_executions_for_a_fresh_a_half_filled_and_a_full_st
     for context in load(root).contexts:
         twin = load(sequential).context(sequential / context.task.ref_name)
         assert_data_equal(context.task.load(), twin.task.load())
+
+
+def count_start(stage, **_) -> None:
+    """A `start` callback that counts the stage's executions into the counts file, in any process."""
+    count(stage.id, "?")
+
+
+def test_the_bundled_example_runs_what_its_parallel_plan_says(example, counts, executor):
+    def counted(batch: Batch, contexts=None):
+        contexts = batch.pending if contexts is None else contexts
+        for context in contexts:
+            for stage in context.pipeline.stages:
+                stage.add_callback("start", count_start)
+        return contexts
+
+    half = load(example)
+    assert_exact(half, counts, executor, counted(half, [c for c in half.pending if c.task.ref_name == "sigma=3"]))
+    rest = load(example)
+    assert_exact(rest, counts, executor, counted(rest))
+    full = load(example)
+    assert full.pending == []
+    assert_exact(full, counts, executor, counted(full, full.contexts))
+    assert sum(read_counts(counts).values()) == 90
 
 
 def test_a_sweep_runs_each_shared_execution_once(tmp_path, counts, executor):
