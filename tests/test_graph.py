@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
 import signal
@@ -216,3 +217,18 @@ def test_dask_task_keys_name_the_stages(tmp_path, counts, dask_cluster):
     assert run_parallel(load(root), dask_cluster)
     prefixes = dask_cluster.client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert {"load", "scale", "threshold", "summarize"} <= set(prefixes)
+
+
+def test_the_dry_run_with_jobs_prints_the_parallel_plan_as_json(tmp_path, capsys, counts):
+    import jsonschema
+    from test_plan import cli, documented_schema
+
+    root = marginal_tree(tmp_path / "tree")
+    code, out, _ = cli(capsys, str(root), "--json", "--jobs", "2")
+    assert code == 0
+    document = json.loads(out)
+    jsonschema.validate(document, documented_schema())
+    parallel, sequential = load(root).plan(parallel=True), load(root).plan()
+    assert document["totals"]["to_run"] == parallel.to_run
+    assert document["totals"]["by_stage"] == dict(sorted(parallel.runs_by_stage().items()))
+    assert parallel.run == sequential.run  # the same distinct executions; recomputations may differ
