@@ -328,6 +328,19 @@ class BatchGraph:
         result.completed[task_run.name] = (runner, runs)
 
 
+PROCESS_LOCAL_PROTOCOLS = ("memory://",)
+"""Stores that live inside one process: workers of another process cannot reach them."""
+
+
+def check_reachable(store_url: str, task: str) -> None:
+    """Raises `ValueError` naming `task` when its store lives in this process only (workers would write elsewhere)."""
+    if store_url.startswith(PROCESS_LOCAL_PROTOCOLS):
+        raise ValueError(
+            f"task {task}: the store {store_url} lives in this process only; workers of --jobs or --dask cannot "
+            "reach it (use a directory or an object store)"
+        )
+
+
 def run_graph(
     contexts: Sequence[PlanContext],
     executor: Executor,
@@ -343,6 +356,9 @@ def run_graph(
     of the tasks hold a writer lease while the batch runs. With `per_task_status` each task
     reports into a node derived from `status`, else into `status` itself.
     """
+    if executor.remote:
+        for context in contexts:
+            check_reachable(context.task.store_url, str(context.task.path))
     plan = plan or plan_batch(contexts, parallel=True, pickup=pickup)
     graph = BatchGraph(contexts, plan, status, pickup, per_task_status)
     with contextlib.ExitStack() as stack:

@@ -232,3 +232,11 @@ def test_the_dry_run_with_jobs_prints_the_parallel_plan_as_json(tmp_path, capsys
     assert document["totals"]["to_run"] == parallel.to_run
     assert document["totals"]["by_stage"] == dict(sorted(parallel.runs_by_stage().items()))
     assert parallel.run == sequential.run  # the same distinct executions; recomputations may differ
+
+
+def test_a_store_that_lives_in_this_process_is_refused_before_anything_runs(tmp_path, counts):
+    spec = {"runnable": True, "pipeline": PIPELINE, "input_ids": [1], "store": f"memory://graph-{tmp_path.name}"}
+    task = write_tree(tmp_path, {"": spec})[""]
+    with pytest.raises(ValueError, match=r"task .*: the store memory://graph-.* lives in this process only"):
+        task.run(task.create_config(), executor=2)
+    assert read_counts(counts) == {}
