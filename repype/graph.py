@@ -190,7 +190,8 @@ class BatchGraph:
             waiting = {self._submit(executor, unit): unit for unit in self.units.values() if unit.waiting == 0}
         while waiting:
             if stop.is_set():
-                executor.cancel(list(waiting))
+                running = [unit.handle for unit in self.units.values() if unit.handle is not None]
+                executor.cancel([*waiting, *running])
                 result.interrupted = True
                 return result
             for handle in executor.wait(list(waiting), POLL_SECONDS):
