@@ -8,8 +8,8 @@ import multiprocessing
 import os
 import pathlib
 import sys
+import threading
 import time
-import traceback
 from typing import Any
 
 import dill
@@ -17,7 +17,9 @@ import yaml
 
 import repype.status
 from repype.config import Config
-from repype.pipeline import Pipeline, StageError
+from repype.executor import Executor, create_executor
+from repype.graph import run_graph
+from repype.pipeline import Pipeline, failure_details
 from repype.plan import Plan, plan_batch
 from repype.task import PathLike, PendingReason, Task
 
@@ -52,25 +54,16 @@ class RunContext:
 def run_task_process(exit_code, payload: bytes) -> None:
     """Run a task in a child process; send 0 through `exit_code` on success, 1 on failure.
 
-    `payload` is the dill-serialised tuple `(run context, status, sys.path, executor spec)`. Failures are reported as an
+    `payload` is the dill-serialised tuple `(run context, status, sys.path)`. Failures are reported as an
     `error` status event with the traceback and the failing stage.
     """
-    context, status, sys_path, executor = dill.loads(payload)
+    context, status, sys_path = dill.loads(payload)
     sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     try:
-        context.run(status=status, executor=executor, return_data=False)  # nobody receives the data here
+        context.run(status=status, return_data=False)  # nobody receives the data here
         code = 0
     except BaseException as error:
-        stage_error = error if isinstance(error, StageError) else None
-        repype.status.update(
-            status,
-            info="error",
-            task=str(context.task.path.resolve()),
-            message=str(error) or type(error).__name__,
-            traceback=stage_error.stage_traceback if stage_error else traceback.format_exc(),
-            stage=stage_error.stage.id if stage_error else None,
-            input_id=stage_error.input_id if stage_error else None,
-        )
+        repype.status.update(status, info="error", task=str(context.task.path.resolve()), **failure_details(error))
         code = 1
     with contextlib.suppress(OSError):  # the batch that started this process is gone
         exit_code.send(code)
@@ -114,6 +107,7 @@ class Batch:
         self.tasks: dict[pathlib.Path, Task] = {}
         self._process: multiprocessing.Process | None = None
         self._pipe = None
+        self._stop: threading.Event | None = None
 
     @property
     def resolved_tasks(self) -> dict[pathlib.Path, Task]:
@@ -185,26 +179,47 @@ class Batch:
         task = self.task(path)
         return RunContext(task) if task is not None and task.runnable else None
 
-    def plan(self, contexts: list[RunContext] | None = None, up_to_date: int = 0) -> Plan:
+    def plan(self, contexts: list[RunContext] | None = None, up_to_date: int = 0, parallel: bool = False) -> Plan:
         """The deduplicated plan of running `contexts` (default: the pending ones) in this order.
 
         Each distinct stage execution counts once across all tasks and inputs (see :mod:`repype.plan`);
-        `up_to_date` is how many selected tasks need not run (reported with the plan).
+        `up_to_date` is how many selected tasks need not run (reported with the plan). `parallel`
+        plans a run with an executor (see :meth:`run`).
         """
-        return plan_batch(self.pending if contexts is None else contexts, up_to_date)
+        return plan_batch(self.pending if contexts is None else contexts, up_to_date, parallel=parallel)
 
     async def run(
-        self, contexts: list[RunContext] | None = None, status: Any = None, executor: int | str | None = None
+        self,
+        contexts: list[RunContext] | None = None,
+        status: Any = None,
+        executor: Executor | int | str | None = None,
+        plan: Plan | None = None,
     ) -> bool:
-        """Run the given contexts (default: the pending ones) in path order, each in a fresh process.
+        """Run the given contexts (default: the pending ones); True when every task completed.
 
-        Stops at the first failure. Returns True when every task completed. `executor` (**new**)
-        fans each task's inputs out (see :func:`repype.executor.create_executor`).
+        Without `executor` (or with 1), the tasks run in path order, each in a fresh process,
+        and the batch stops at the first failure. With an `executor` (**new**: an int N for N
+        local processes, `'dask'` or a scheduler address, see
+        :func:`repype.executor.create_executor`), the distinct stage executions of all tasks
+        run at once on that one executor, each once, in dependency order (see
+        :mod:`repype.graph`); each task is committed as soon as its executions are done, and a
+        failing task does not stop the others. `plan` is their plan with `parallel=True`
+        (made when not given).
         """
-        if self._process is not None:
+        if self._process is not None or self._stop is not None:
             raise RuntimeError("a task of this batch is already running")
         contexts = self.pending if contexts is None else contexts
         started = time.monotonic()
+        workers = create_executor(executor)
+        try:
+            if workers.remote:
+                return await self._run_in_parallel(contexts, status, workers, plan, started)
+            return await self._run_in_order(contexts, status, started)
+        finally:
+            if workers is not executor:
+                workers.close()
+
+    async def _run_in_order(self, contexts: list[RunContext], status: Any, started: float) -> bool:
         for step, context in enumerate(contexts):
             task_status = repype.status.derive(status)
             repype.status.update(
@@ -214,7 +229,7 @@ class Batch:
                 step=step,
                 step_count=len(contexts),
             )
-            code = await self._run_in_process(context, task_status, status, executor)
+            code = await self._run_in_process(context, task_status, status)
             if code != 0:
                 repype.status.update(status, info="interrupted", exit_code=code)
                 self._report_finished(status, contexts, step, failed=1, started=started)
@@ -222,12 +237,30 @@ class Batch:
         self._report_finished(status, contexts, len(contexts), failed=0, started=started)
         return True
 
-    async def _run_in_process(self, context: RunContext, task_status: Any, status: Any, executor: Any) -> int:
+    async def _run_in_parallel(
+        self, contexts: list[RunContext], status: Any, workers: Executor, plan: Plan | None, started: float
+    ) -> bool:
+        self._stop = threading.Event()
+        try:
+            result = await asyncio.to_thread(run_graph, contexts, workers, status, plan=plan, stop=self._stop)
+        except BaseException:  # cancelled or interrupted: stop the coordinator, which cancels the work
+            self._stop.set()
+            repype.status.update(status, info="interrupted", exit_code=None)
+            raise
+        finally:
+            self._stop = None
+        if result.interrupted:
+            repype.status.update(status, info="interrupted", exit_code=None)
+        completed, failed = len(result.completed), len(result.failed)
+        self._report_finished(status, contexts, completed, failed=failed, started=started)
+        return completed == len(contexts)
+
+    async def _run_in_process(self, context: RunContext, task_status: Any, status: Any) -> int:
         """Runs one task in a fresh process; its exit code (0 on success)."""
         spawn = multiprocessing.get_context("spawn")
         receiver, sender = spawn.Pipe(duplex=False)
         self._pipe = sender
-        payload = dill.dumps((context, task_status, list(sys.path), executor))
+        payload = dill.dumps((context, task_status, list(sys.path)))
         self._process = spawn.Process(target=run_task_process, args=(sender, payload))
         try:
             self._process.start()
@@ -255,7 +288,12 @@ class Batch:
         )
 
     async def cancel(self) -> None:
-        """Cancel the running task: terminate its process (kill it after one second)."""
+        """Cancel the running task: terminate its process (kill it after one second).
+
+        A parallel batch stops submitting work and cancels what runs.
+        """
+        if self._stop is not None:
+            self._stop.set()
         process = self._process
         if process is None:
             return

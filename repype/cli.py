@@ -74,8 +74,9 @@ def main(
     without `run` it prints the dry run and returns True; with `reset` it resets the selected
     tasks after confirmation (`yes` skips the question, **new**). `tasks` and `task_dirs`
     select tasks by path, relative to the current directory or to the tree's root; a selection
-    that names nothing runnable raises :class:`SelectionError`. `executor` (**new**) fans inputs
-    out as in :meth:`repype.task.Task.run`. Progress is printed by `status_reader_cls`, called
+    that names nothing runnable raises :class:`SelectionError`. `executor` (**new**) runs the
+    batch's stage executions in parallel, each once (see :meth:`repype.batch.Batch.run`).
+    Progress is printed by `status_reader_cls`, called
     as ``status_reader_cls(status.filepath, batch=batch)`` (plus ``debug=True`` with `debug`,
     **new**: tracebacks of errors other than a stage's own).
 
@@ -116,7 +117,8 @@ def main(
         if why:
             print_why(lambda path: _relative(root, path), contexts, sys.stdout, as_json=plan_json)
             return True
-        plan = batch.plan(contexts, up_to_date=len(selected) - len(contexts))
+        parallel = executor is not None and executor != 1
+        plan = batch.plan(contexts, up_to_date=len(selected) - len(contexts), parallel=parallel)
         if plan_json and not run:
             print(json.dumps(plan.to_json(), indent=2))
             return True
@@ -127,7 +129,17 @@ def main(
         with repype.status.create() as status:
             options = {"debug": True} if debug else {}  # upstream readers take no such option
             async with status_reader_cls(status.filepath, batch=batch, **options):
-                return await batch.run(contexts, status=status, executor=executor)
+                repype.status.update(
+                    status,
+                    info="batch-plan",
+                    tasks=len(contexts),
+                    to_run=plan.to_run,
+                    reused=plan.reused,
+                    shared=plan.shared,
+                    estimated_seconds=plan.estimated_seconds,
+                    unestimated=plan.unestimated,
+                )
+                return await batch.run(contexts, status=status, executor=executor, plan=plan if parallel else None)
 
     return _main
 
@@ -199,7 +211,11 @@ def batch_parser() -> argparse.ArgumentParser:
     )
     workers = parser.add_mutually_exclusive_group()
     workers.add_argument(
-        "--jobs", type=_positive_int, default=None, metavar="N", help="run the inputs in N local processes"
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run the stage executions of the batch in N local processes",
     )
     workers.add_argument(
         "--dask",
@@ -207,7 +223,7 @@ def batch_parser() -> argparse.ArgumentParser:
         const="dask",
         default=None,
         metavar="ADDRESS",
-        help="run the inputs on the Dask scheduler at ADDRESS (default: a new local cluster)",
+        help="run the stage executions of the batch on the Dask scheduler at ADDRESS (default: a new local cluster)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument(

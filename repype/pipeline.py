@@ -49,6 +49,33 @@ class StageError(Exception):
         return f"Stage '{self.stage.id}' failed{where}{detail}"
 
 
+def run_stage(
+    pipeline: Pipeline, stage: Stage, input_id: InputID, data: dict, config: Any, status: Any = None, **kwargs: Any
+) -> float:
+    """Runs `stage` on `data` (updated in place; a disabled stage is skipped); returns the seconds taken.
+
+    Every stage execution goes through here, whether :meth:`Pipeline.process` or the store-driven
+    runner (:mod:`repype.runner`) runs it. A failure raises :class:`StageError` naming the stage
+    and the input, chained to the original error.
+    """
+    try:
+        return stage.run(pipeline, input_id, data, config, status=status, **kwargs)
+    except Exception as error:
+        raise StageError(stage, input_id=input_id) from error
+
+
+def failure_details(error: BaseException) -> dict[str, Any]:
+    """The fields of an `error` status event about `error`: its message and traceback, and the stage
+    and input it failed on when a stage failed (its own traceback then)."""
+    stage_error = error if isinstance(error, StageError) else None
+    return {
+        "message": str(error) or type(error).__name__,
+        "traceback": stage_error.stage_traceback if stage_error else "".join(traceback.format_exception(error)),
+        "stage": stage_error.stage.id if stage_error else None,
+        "input_id": stage_error.input_id if stage_error else None,
+    }
+
+
 def create_config_entry(
     config: Config,
     key: str,
@@ -220,10 +247,7 @@ class Pipeline:
         for index, stage in enumerate(self.stages):
             stage_config = config.get(stage.id, {})
             if first <= index <= last or stage.id in extra:
-                try:
-                    times[stage.id] = stage.run(self, input_id, data, stage_config, status=status, **kwargs)
-                except Exception as error:
-                    raise StageError(stage, input_id=input_id) from error
+                times[stage.id] = run_stage(self, stage, input_id, data, stage_config, status, **kwargs)
             else:
                 stage.skip(self, input_id, data, stage_config, status=status, **kwargs)
         return data, config, times

@@ -20,15 +20,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from repype.config import Config
+from repype.pipeline import Pipeline
 from repype.runner import InputRun, InputRunner, ValueRef
 from repype.stage import Stage
 from repype.store import IntegrityError, Store, StoreMissingError, codecs
 from repype.typing import InputID
-
-if TYPE_CHECKING:
-    from repype.batch import RunContext
 
 PLAN_SCHEMA_VERSION = 1
 """Version of the document :meth:`Plan.to_json` returns (README, "The dry run", documents it)."""
@@ -55,6 +54,20 @@ class _NoStore:
 
     def get_records(self, keys: Iterable[str], report_damage: bool = True) -> dict:
         return {}
+
+
+@dataclass
+class PlanContext:
+    """A task with the pipeline and hyperparameters to plan and run it with.
+
+    :class:`repype.batch.RunContext` has the same attributes; `pending` is why the task needs
+    to run (see :meth:`repype.task.Task.is_pending`).
+    """
+
+    task: Any
+    pipeline: Pipeline
+    config: Config
+    pending: str = ""
 
 
 # --- what the manifests of a store say --------------------------------------------------------
@@ -152,7 +165,8 @@ class TaskPlan:
     by that task; `recomputations` counts, by stage id, runs of stages whose recorded outputs are
     needed again but were not stored (marginal stages). `estimated_seconds` sums recorded run
     times of the same stages for what this task runs; `unestimated` counts its runs without one;
-    `reused_keys` are the keys of the reused records.
+    `reused_keys` are the keys of the reused records; `steps` lists, per input id, the identities
+    of the executions of its enabled stages in pipeline order.
     """
 
     task: str
@@ -170,6 +184,7 @@ class TaskPlan:
     estimated_seconds: float = 0.0
     unestimated: int = 0
     reused_keys: list[str] = field(default_factory=list)
+    steps: dict[InputID, list[str]] = field(default_factory=dict)
 
     @property
     def recomputed(self) -> int:
@@ -333,15 +348,23 @@ class _InputState:
 
 
 class Planner:
-    """Builds a :class:`Plan` over run contexts, one task after the other (see the module docstring)."""
+    """Builds a :class:`Plan` over run contexts, one task after the other (see the module docstring).
 
-    def __init__(self) -> None:
+    With `parallel`, the plan is that of a parallel batch (:mod:`repype.graph`): each stage
+    execution runs on its own, so values an input has in memory are only those of its stage's
+    producers that run in this batch (the batch holds them) and those it recomputes itself; the
+    manifests are written from stored values only. Without `pickup`, nothing is reused.
+    """
+
+    def __init__(self, parallel: bool = False, pickup: bool = True) -> None:
+        self.parallel = parallel
+        self.pickup = pickup
         self.executions: dict[tuple[str, str], Execution] = {}
         self.tasks: list[TaskPlan] = []
         self._indexes: dict[str, ManifestIndex] = {}
         self._shas: dict[int, str] = {}
 
-    def add(self, context: RunContext) -> TaskPlan:
+    def add(self, context: PlanContext) -> TaskPlan:
         """Plans `context` after the contexts added before it (they run first)."""
         task, pipeline, url = context.task, context.pipeline, context.task.store_url
         try:
@@ -396,11 +419,16 @@ class _TaskWalk:
                 if (url, identity) not in self.planner.executions
                 and not any(is_planned(state.run.refs[name]) for name in stage.inputs)
             ]
+            if not self.planner.pickup:
+                lookups = []
             records = runner.store.get_records(lookups, report_damage=False) if lookups else {}  # the run reports
             for state, identity in zip(active, identities, strict=True):
+                self.plan.steps.setdefault(state.run.input_id, []).append(identity)
                 self.resolve(state, stage, identity, records.get(identity))
         keep = frozenset(runner.pipeline.persistent_fields) - runner.marginal_fields
         for state in states:  # the manifest needs every kept value stored
+            if self.planner.parallel:  # written by the coordinator, which holds no values
+                state.memory = {"input_id"}
             for name in state.run.persistent_refs:
                 if name in keep:
                     self.materialize(state, name)
@@ -426,6 +454,8 @@ class _TaskWalk:
         if runs_here:
             plan.run += 1
             plan.estimate(execution.seconds)
+            if self.planner.parallel:  # an execution of its own: it has what the batch holds, nothing else
+                state.memory = {"input_id", *(name for name in stage.inputs if is_planned(run.refs[name]))}
             self.run(state, stage)
         else:
             if execution.recorded:
@@ -457,9 +487,14 @@ class _TaskWalk:
         self.run(state, stage)
 
 
-def plan_batch(contexts: Sequence[RunContext], up_to_date: int = 0) -> Plan:
-    """The plan of running `contexts` in this order (a batch runs them in path order)."""
-    planner = Planner()
+def plan_batch(
+    contexts: Sequence[PlanContext], up_to_date: int = 0, parallel: bool = False, pickup: bool = True
+) -> Plan:
+    """The plan of running `contexts` in this order (a batch runs them in path order).
+
+    `parallel` plans a parallel batch, `pickup=False` a run that reuses nothing (see :class:`Planner`).
+    """
+    planner = Planner(parallel, pickup)
     for context in contexts:
         planner.add(context)
     return planner.plan(up_to_date)

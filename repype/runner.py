@@ -13,23 +13,20 @@ This module knows the store and the pipeline, but nothing of task directories.
 from __future__ import annotations
 
 import json
-import pickle
-import sys
 import time
 import warnings
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-import dill
 
 import repype.status
 import repype.store
 from repype.config import Config, TrackedConfig
-from repype.pipeline import Pipeline, StageError
+from repype.pipeline import Pipeline, StageError, run_stage
 from repype.stage import Stage, signature_sha
 from repype.store import IntegrityError, SerializationError, Store
 from repype.store.keys import document_key, key_document
+from repype.store.manifests import Record
 from repype.typing import InputID
 
 ValueRef = dict[str, Any]
@@ -86,6 +83,39 @@ class InputRun:
         """References of the fields that remain in the pipeline data (consumed ones are gone)."""
         return {name: ref for name, ref in self.refs.items() if name not in self.consumed}
 
+    def adopt(self, stage: Stage, outcome: Outcome) -> None:
+        """Takes the fields of the resolved execution `outcome` of `stage` (values only those it holds)."""
+        for name in stage.outputs:
+            self.refs[name] = outcome.outputs[name]
+            self.producers[name] = stage
+            self.values.pop(name, None)
+        self.values.update(outcome.held)
+        self.consumed.update(stage.consumes)
+        self.record_keys.append(outcome.key)
+        self.times[stage.id] = outcome.seconds
+
+
+@dataclass
+class Outcome:
+    """How one stage execution was resolved: its record key, output references and run time.
+
+    `executed` tells whether the stage ran (else its record was reused); `reads` are the
+    hyperparameter keys it read when it ran; `held` carries output values in memory, for
+    executions that read them next without a trip through the store.
+    """
+
+    stage: str
+    key: str
+    outputs: dict[str, ValueRef]
+    seconds: float
+    executed: bool = False
+    reads: frozenset[str] = frozenset()
+    held: dict[str, Any] = field(default_factory=dict)
+
+    def without_values(self) -> Outcome:
+        """The same outcome holding no values (what the coordinator of a batch keeps)."""
+        return replace(self, held={})
+
 
 class InputRunner:
     """Runs the stages of `pipeline` for inputs of one task against `store`.
@@ -133,7 +163,7 @@ class InputRunner:
 
     def is_enabled(self, run: InputRun, stage: Stage) -> bool:
         """Whether `stage` runs for the input of `run` (the `enabled` hyperparameter)."""
-        return bool(self.stage_config(run, stage).entries.get("enabled", stage.enabled_by_default))
+        return stage.is_enabled(self.stage_config(run, stage))
 
     def key(self, run: InputRun, stage: Stage) -> str:
         """The key of the execution of `stage` on the input of `run` (its document is kept in `run.documents`)."""
@@ -184,24 +214,67 @@ class InputRunner:
     def finish(self, run: InputRun, pickup: bool = True) -> InputRun:
         """Run or reuse every remaining stage of `run`, writing records as stages finish."""
         stages = self.pipeline.stages
-        while run.next_stage < len(stages):
+        while True:
             self._skip_disabled(run)
             if run.next_stage >= len(stages):
-                break
-            stage = stages[run.next_stage]
-            key = self.key(run, stage)
-            if not pickup:
-                record = None
-            elif key == run.known_missing:  # the batched lookup found none: only this run may have written it since
-                record = self.store.known_record(key)
-            else:
-                record = self.store.get_record(key)
-            if record is not None:
-                self._adopt(run, stage, key, record)
-            elif pickup:
-                self._execute_claimed(run, stage, key)
-            else:
-                self._execute(run, stage, key)  # a forced run executes whatever others run or recorded
+                return run
+            self.resolve_stage(run, pickup)
+
+    def resolve_stage(self, run: InputRun, pickup: bool = True, hold: Collection[str] = ()) -> Outcome:
+        """Reuse the recorded execution of the next stage of `run`, or run it and record it.
+
+        The next stage must be enabled. With `pickup`, a missing execution runs under a claim in
+        the store: when another process is running it, this waits for its record and reuses it
+        (see :meth:`_execute_claimed`). The outcome holds the values of the outputs named in
+        `hold` when the stage ran (see :class:`Outcome`).
+        """
+        stage = self.pipeline.stages[run.next_stage]
+        key = self.key(run, stage)
+        if not pickup:
+            record = None
+        elif key == run.known_missing:  # the batched lookup found none: only this run may have written it since
+            record = self.store.known_record(key)
+        else:
+            record = self.store.get_record(key)
+        if record is None and pickup:  # a forced run (no pickup) executes whatever others run or recorded
+            record = self._execute_claimed(run, stage, key)
+        elif record is None:
+            self._execute(run, stage, key)
+        if record is not None:
+            self._adopt(run, stage, key, record)
+            return Outcome(stage.id, key, {name: run.refs[name] for name in stage.outputs}, record.run_time)
+        return Outcome(
+            stage.id,
+            key,
+            {name: run.refs[name] for name in stage.outputs},
+            run.times[stage.id],
+            executed=True,
+            reads=frozenset(run.reads.get(stage.id, ())),
+            held={name: run.values[name] for name in hold if name in run.values},
+        )
+
+    def apply(self, run: InputRun, outcome: Outcome, ran_here: bool) -> None:
+        """Brings `run` past the execution `outcome` of its next enabled stage, resolved elsewhere.
+
+        `ran_here` counts it as run for this input (else as reused, firing the `skip` callbacks).
+        """
+        self._skip_disabled(run)
+        stage = self.pipeline.stages[run.next_stage]
+        if stage.id != outcome.stage:
+            raise ValueError(f"{self._where(run)}: expected an outcome of stage '{stage.id}', got '{outcome.stage}'")
+        self._check_outputs(run, stage, outcome.key, outcome.outputs)
+        run.adopt(stage, outcome.without_values())
+        run.next_stage += 1
+        if ran_here:
+            run.executed.append(stage.id)
+            run.reads[stage.id] = set(outcome.reads)
+        else:
+            run.reused.append(stage.id)
+            self._skip(run, stage)
+
+    def complete(self, run: InputRun) -> InputRun:
+        """Skips the disabled stages left at the end of `run` (after :meth:`apply` of every enabled one)."""
+        self._skip_disabled(run)
         return run
 
     def materialize(self, run: InputRun, names: Iterable[str]) -> dict[str, Any]:
@@ -233,19 +306,16 @@ class InputRunner:
             run.times[stage.id] = 0.0
             run.next_stage += 1
 
-    def _adopt(self, run: InputRun, stage: Stage, key: str, record: Any) -> None:
-        missing = sorted(set(stage.outputs) - set(record.outputs))
+    def _check_outputs(self, run: InputRun, stage: Stage, key: str, outputs: Mapping[str, ValueRef]) -> None:
+        missing = sorted(set(stage.outputs) - set(outputs))
         if missing:
             raise IntegrityError(
                 f"{self._where(run)}: stage record {key} of stage '{stage.id}' lacks outputs {missing}"
             )
-        for name in stage.outputs:
-            run.refs[name] = record.outputs[name]
-            run.producers[name] = stage
-            run.values.pop(name, None)
-        run.consumed.update(stage.consumes)
-        run.record_keys.append(key)
-        run.times[stage.id] = record.run_time
+
+    def _adopt(self, run: InputRun, stage: Stage, key: str, record: Any) -> None:
+        self._check_outputs(run, stage, key, record.outputs)
+        run.adopt(stage, Outcome(stage.id, key, dict(record.outputs), record.run_time))
         run.reused.append(stage.id)
         run.next_stage += 1
         self._skip(run, stage)
@@ -262,25 +332,24 @@ class InputRunner:
         run.executed.append(stage.id)
         run.next_stage += 1
 
-    def _execute_claimed(self, run: InputRun, stage: Stage, key: str) -> None:
+    def _execute_claimed(self, run: InputRun, stage: Stage, key: str) -> Record | None:
         """Execute `stage` (whose record under `key` was missing) under a claim, unless another process runs it.
 
         Holding the claim, the record is looked up once more (its holder may have finished just
         before), then the stage runs and is recorded, and the claim is released (also when the
         stage fails). While another live process holds it, an intermediate status line says so
-        and the record is polled (backing off, see :data:`CLAIM_POLL`) until it appears (it is
-        adopted: nothing runs here) or the claim is released or dies (then this claims it again).
-        Stores where claims do not work run the stage unclaimed.
+        and the record is polled (backing off, see :data:`CLAIM_POLL`) until it appears or the
+        claim is released or dies (then this claims it again). Returns the record that another
+        process wrote (for the caller to adopt: nothing ran here), or None when the stage ran
+        here. Stores where claims do not work run the stage unclaimed.
         """
         while True:
             with self.store.claim(key) as claim:
                 if claim is None or claim.held:
                     record = None if claim is None else self.store.get_record(key)
-                    if record is not None:
-                        self._adopt(run, stage, key, record)
-                    else:
+                    if record is None:
                         self._execute(run, stage, key)
-                    return
+                    return record
             repype.status.update(
                 self.status,
                 f"waiting for {stage.id} on input {run.input_id!r}, claimed by {claim.holder}",
@@ -296,8 +365,7 @@ class InputRunner:
                 delay = min(delay * 1.5, longest)
                 record = self.store.get_record(key)
                 if record is not None:
-                    self._adopt(run, stage, key, record)
-                    return
+                    return record
                 claim = self.store.live_claim(key)
 
     def record(self, run: InputRun, stage: Stage, key: str, seconds: float) -> None:
@@ -325,11 +393,7 @@ class InputRunner:
         if isinstance(config, Config):
             config = TrackedConfig(config.entries)
             run.reads[stage.id] = config.reads
-        try:
-            elapsed = stage.run(self.pipeline, run.input_id, run.values, config, status=self.status)
-        except Exception as error:
-            raise StageError(stage, input_id=run.input_id) from error
-        run.times[stage.id] = elapsed
+        run.times[stage.id] = run_stage(self.pipeline, stage, run.input_id, run.values, config, self.status)
         run.consumed.update(stage.consumes)
 
     def _put(self, run: InputRun, name: str, value: Any, rewrite: bool = False) -> ValueRef:
@@ -382,66 +446,3 @@ def _digest_only(ref: ValueRef) -> ValueRef:
 def progress_event(run: InputRun) -> Mapping[str, Any]:
     """Summary of how an input was resolved: stages reused from the store and stages run."""
     return {"reused": len(run.reused), "executed": len(run.executed), "reused_stages": list(run.reused)}
-
-
-@dataclass
-class WorkOrder:
-    """What a worker needs to finish one input: where the store is, the pipeline, the input."""
-
-    store_url: str
-    storage_options: dict | None
-    pipeline: Pipeline
-    marginal_fields: frozenset[str]
-    context: str
-    input_id: InputID
-    config: Config
-    pickup: bool
-    status: Any = None
-
-
-def work_order_payload(order: WorkOrder) -> bytes:
-    """`order` as bytes for :func:`run_work_order`, with this process's `sys.path` (stages import in workers)."""
-    return pickle.dumps((list(sys.path), dill.dumps(order)))
-
-
-def run_work_order(payload: bytes) -> bytes:
-    """Runs a :func:`work_order_payload` (in a worker); returns the resolved input without values.
-
-    The worker writes values and records to the store itself; only references travel back.
-    """
-    sys_path, order_bytes = pickle.loads(payload)
-    sys.path.extend(entry for entry in sys_path if entry not in sys.path)  # where the stages are importable
-    order: WorkOrder = dill.loads(order_bytes)
-    store = open_shared_store(order.store_url, order.storage_options)
-    runner = InputRunner(store, order.pipeline, order.marginal_fields, order.context, order.status)
-    run = runner.finish(runner.start(order.input_id, order.config), pickup=order.pickup)
-    return dill.dumps(resolved_state(run))
-
-
-def resolved_state(run: InputRun) -> dict[str, Any]:
-    """The state of a finished input without its values (stages by id)."""
-    return {
-        "refs": run.refs,
-        "producers": {name: stage.id for name, stage in run.producers.items()},
-        "consumed": sorted(run.consumed),
-        "record_keys": run.record_keys,
-        "times": run.times,
-        "reused": run.reused,
-        "executed": run.executed,
-        "reads": run.reads,
-        "next_stage": run.next_stage,
-    }
-
-
-def adopt_resolved_state(run: InputRun, pipeline: Pipeline, state: dict[str, Any]) -> None:
-    """Brings `run` to the state a worker reached (values are loaded later, when needed)."""
-    run.refs = state["refs"]
-    run.producers = {name: pipeline.stage(stage_id) for name, stage_id in state["producers"].items()}
-    run.consumed = set(state["consumed"])
-    run.record_keys = state["record_keys"]
-    run.times = state["times"]
-    run.reused = state["reused"]
-    run.executed = state["executed"]
-    run.reads = state["reads"]
-    run.next_stage = state["next_stage"]
-    run.values = {"input_id": run.input_id}

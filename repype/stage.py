@@ -140,13 +140,18 @@ class Stage:
         """
         return None
 
+    def is_enabled(self, config: Any) -> bool:
+        """Whether the stage runs with the hyperparameters `config` (its `enabled` key, else `enabled_by_default`)."""
+        entries = getattr(config, "entries", config)
+        return bool(entries.get("enabled", self.enabled_by_default))
+
     def run(self, pipeline: Any, input_id: Any, data: dict, config: Any, status: Any = None, **kwargs: Any) -> float:
         """Runs the stage on `data` (updated in place) if enabled; returns the seconds taken.
 
         A disabled stage (hyperparameter `enabled`) is skipped and takes 0 seconds. Raises
         `AssertionError` naming the stage when `process` returns fields other than `outputs`.
         """
-        if not config.get("enabled", self.enabled_by_default):
+        if not self.is_enabled(config):
             self.skip(pipeline, input_id, data, config, status, **kwargs)
             return 0.0
         events = dict(pipeline=pipeline, input_id=input_id, data=data, config=config, status=status)

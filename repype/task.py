@@ -15,7 +15,6 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-import dill
 import yaml
 
 import repype.pipeline
@@ -25,20 +24,14 @@ from repype import checks
 from repype.benchmark import Benchmark
 from repype.canonical import canonical_json
 from repype.config import Config
-from repype.executor import Executor, ProcessExecutor, create_executor
+from repype.errors import TaskError
+from repype.executor import Executor, create_executor
 from repype.files import write_text_atomically
+from repype.graph import run_graph
 from repype.pipeline import Pipeline
-from repype.plan import supplying_task
-from repype.runner import (
-    InputRun,
-    InputRunner,
-    WorkOrder,
-    adopt_resolved_state,
-    open_shared_store,
-    progress_event,
-    run_work_order,
-    work_order_payload,
-)
+from repype.plan import PlanContext, supplying_task
+from repype.results import load_data, manifest_of, run_from_data
+from repype.runner import InputRun, InputRunner, open_shared_store, progress_event
 from repype.spec import decode_input_ids, load_from_module, validate_spec  # the first two: upstream names here
 from repype.stage import Stage
 from repype.typing import InputID, PathLike, PipelineData, TaskData
@@ -50,13 +43,6 @@ LOCATION_KEYS = ("store", "storage_options")
 """Spec keys that say where results live, not what they are: never part of a digest."""
 
 DEFAULT_STORE_DIRNAME = ".repype"
-
-
-class TaskError(AssertionError):
-    """A task cannot do what was asked (not runnable, no results, inconsistent results).
-
-    Derives from `AssertionError` because the original framework asserted these conditions.
-    """
 
 
 # --- module-level helpers -------------------------------------------------------------------
@@ -381,20 +367,6 @@ class Task:
             return {"task": None, "first_diverging_stage": first}
         return {"task": best, "first_diverging_stage": diverging[best]}
 
-    def reuse_plan(self, pipeline: Pipeline, config: Config) -> dict[InputID, list[str]]:
-        """For each input, the ids of the stages whose executions the store already holds.
-
-        This is what a run reuses at least, found without running anything: stages after the
-        first one that must run may be reused too when its outputs turn out unchanged.
-        """
-        store = self._existing_store()
-        if store is None:
-            return {input_id: [] for input_id in self.input_ids}
-        runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), quiet=True)
-        runs = [runner.start(input_id, config) for input_id in self.input_ids]
-        runner.advance_recorded(runs)
-        return {run.input_id: list(run.reused) for run in runs}
-
     # --- marginals ------------------------------------------------------------------------
 
     def get_marginal_fields(self, pipeline: Pipeline) -> frozenset[str]:
@@ -439,16 +411,34 @@ class Task:
         which ran never read (on any input; a likely typo, with the closest name it did read),
         each also reported to `status` as an event with `info="finding"` and a `text` line.
 
-        `executor` (**new**) fans the inputs out: None or 1 runs them here, in order; an int N
-        runs them in N local processes; `'dask'` on a local Dask cluster; a scheduler address
-        on that Dask cluster (see :func:`repype.executor.create_executor`). Workers open the
-        store by URL, so it must be reachable from them.
+        `executor` (**new**) runs the stage executions in parallel: None or 1 runs the inputs
+        here, in order; an int N runs the executions in N local processes; `'dask'` on a local
+        Dask cluster; a scheduler address on that Dask cluster (see
+        :func:`repype.executor.create_executor` and :mod:`repype.graph`). Workers open the store
+        by URL, so it must be reachable from them. A failing stage raises its
+        :class:`repype.pipeline.StageError` once the other inputs are resolved.
         """
         if not self.runnable:
             raise TaskError(f"task {self.path} is not runnable")
         if pipeline is None:
             pipeline = self.create_pipeline()
             self.setup_callbacks(pipeline)
+        workers = create_executor(executor)
+        try:
+            if workers.remote:
+                runner, runs = self._run_in_parallel(workers, pipeline, config, pickup, status)
+            else:
+                runner, runs = self._run_here(pipeline, config, pickup, status)
+        finally:
+            if workers is not executor:  # close only what this run created
+                workers.close()
+        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
+        return data
+
+    def _run_here(
+        self, pipeline: Pipeline, config: Config, pickup: bool, status: Any
+    ) -> tuple[InputRunner, list[InputRun]]:
+        """Resolves every input in this process, in order, then completes the task."""
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), status)
         runs = [runner.start(input_id, config) for input_id in self.input_ids]
@@ -466,76 +456,46 @@ class Task:
             stage_count=len(pipeline.stages) * len(runs),
         )
         with store.writing():  # a concurrent gc spares what this run writes until the task is committed
-            self._finish(runner, runs, config, pickup, status, executor)
-            repype.status.update(status, info="storing", intermediate=True)
+            for step, run in enumerate(runs):
+                repype.status.update(
+                    status,
+                    info="process",
+                    task=str(self.path.resolve()),
+                    input_id=run.input_id,
+                    step=step,
+                    step_count=len(runs),
+                )
+                runner.finish(run, pickup=pickup)
+                repype.status.update(status, info="processed", input_id=run.input_id, **progress_event(run))
+            self.complete(runner, runs, config, status)
+        return runner, runs
+
+    def _run_in_parallel(
+        self, workers: Executor, pipeline: Pipeline, config: Config, pickup: bool, status: Any
+    ) -> tuple[InputRunner, list[InputRun]]:
+        """Resolves the inputs' stage executions on `workers` (see :mod:`repype.graph`); raises the first failure."""
+        context = PlanContext(self, pipeline, config)
+        result = run_graph([context], workers, status=status, pickup=pickup, per_task_status=False)
+        if result.failed:
+            raise next(iter(result.failed.values()))
+        return result.completed[str(self.path)]
+
+    def complete(self, runner: InputRunner, runs: list[InputRun], config: Config, status: Any = None) -> None:
+        """Completes the task with its resolved inputs `runs` (**new**; :meth:`run` calls it).
+
+        Writes each input's adopted config (the `config` scope, if the pipeline has one), then
+        the manifest and ref to the store and `.task.json`, `.sha.json` and `times.csv` to the
+        task directory; then reports :attr:`findings` and the `completed` event to `status`.
+        """
+        for run in runs:
+            self._write_input_config(runner.pipeline, run)
+        repype.status.update(status, info="storing", intermediate=True)
+        with runner.store.writing():
             self._commit(runner, runs, config, self._times_of(runs))
         self.findings = checks.unread_findings(str(self.path), [(run.config.entries, run.reads) for run in runs])
         for finding in self.findings:
             repype.status.update(status, str(finding), info="finding", kind=finding.kind, key=finding.key)
-        data = {run.input_id: self._data_of(runner, run, strip_marginals) for run in runs} if return_data else None
         repype.status.update(status, info="completed", task=str(self.path.resolve()))
-        return data
-
-    def _finish(
-        self, runner: InputRunner, runs: list[InputRun], config: Config, pickup: bool, status: Any, executor: Any
-    ) -> None:
-        """Resolves every input: here, or fanned out by `executor`."""
-        workers = create_executor(executor)
-        try:
-            if workers.remote:
-                self._finish_remotely(workers, runner, runs, config, pickup, status)
-            else:
-                self._finish_here(runner, runs, pickup, status)
-        finally:
-            if workers is not executor:  # close only what this run created
-                workers.close()
-
-    def _finish_here(self, runner: InputRunner, runs: list[InputRun], pickup: bool, status: Any) -> None:
-        for step, run in enumerate(runs):
-            self._report_input(status, run, step, len(runs))
-            runner.finish(run, pickup=pickup)
-            self._input_done(runner, run, status)
-
-    def _finish_remotely(
-        self, workers: Executor, runner: InputRunner, runs: list[InputRun], config: Config, pickup: bool, status: Any
-    ) -> None:
-        options = self.full_spec.get("storage_options") or None
-        local = isinstance(workers, ProcessExecutor)  # a status journal is a local file
-        orders = [
-            work_order_payload(
-                WorkOrder(
-                    self.store_url,
-                    options,
-                    runner.pipeline,
-                    runner.marginal_fields,
-                    str(self.path),
-                    run.input_id,
-                    config,
-                    pickup,
-                    repype.status.derive(status) if local else None,
-                )
-            )
-            for run in runs
-        ]
-        for step, (index, state) in enumerate(workers.map(run_work_order, orders)):
-            run = runs[index]
-            adopt_resolved_state(run, runner.pipeline, dill.loads(state))
-            self._report_input(status, run, step, len(runs))
-            self._input_done(runner, run, status)
-
-    def _report_input(self, status: Any, run: InputRun, step: int, step_count: int) -> None:
-        repype.status.update(
-            status,
-            info="process",
-            task=str(self.path.resolve()),
-            input_id=run.input_id,
-            step=step,
-            step_count=step_count,
-        )
-
-    def _input_done(self, runner: InputRunner, run: InputRun, status: Any) -> None:
-        repype.status.update(status, info="processed", input_id=run.input_id, **progress_event(run))
-        self._write_input_config(runner.pipeline, run)
 
     def _fields_to_store(self, pipeline: Pipeline) -> frozenset[str]:
         return frozenset(pipeline.persistent_fields) - self.get_marginal_fields(pipeline)
@@ -583,45 +543,20 @@ class Task:
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path))
         with store.writing():
-            runs = [self._run_from_data(runner, input_id, data[input_id], config, times) for input_id in self.input_ids]
+            runs = [run_from_data(runner, input_id, data[input_id], config, times) for input_id in self.input_ids]
             self._commit(runner, runs, config, times)
-
-    def _run_from_data(
-        self, runner: InputRunner, input_id: InputID, chunk: PipelineData, config: Config, times: Benchmark
-    ) -> InputRun:
-        """Rebuild an input's state from its data, recording stages whose fields are all there."""
-        run = runner.start(input_id, config)
-        run.values.update(chunk)
-        for stage in runner.pipeline.stages:
-            if set(stage.outputs) <= set(chunk) and set(stage.inputs) <= set(run.refs):
-                key = runner.key(run, stage)
-                runner.record(run, stage, key, _time_or_zero(times, stage.id, input_id))
-        for name in chunk:
-            if name not in run.refs:
-                run.refs[name] = runner.store.describe(chunk[name], field=name)
-        return run
 
     def _commit(self, runner: InputRunner, runs: list[InputRun], config: Config, times: Benchmark) -> None:
         """Write the manifest and ref, then the digest files: the task is complete."""
         pipeline = runner.pipeline
-        keep = self._fields_to_store(pipeline)
-        entries = [
-            repype.store.InputEntry(
-                run.input_id,
-                runner.store_values(run, [name for name in run.persistent_refs if name in keep]),
-                dict(run.times),
-                sorted(set(run.record_keys)),
-            )
-            for run in runs
-        ]
-        stage_shas = {stage.id: stage.sha for stage in pipeline.stages}
-        times.retain([stage.id for stage in pipeline.stages], [run.input_id for run in runs])
         spec = self.get_full_spec_with_config(config)
-        runner.store.put_manifest(self.ref_name, repype.store.Manifest(spec, config.entries, stage_shas, entries))
+        manifest = manifest_of(runner, runs, spec, config, self._fields_to_store(pipeline))
+        times.retain([stage.id for stage in pipeline.stages], [run.input_id for run in runs])
+        runner.store.put_manifest(self.ref_name, manifest)
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomically(self.digest_task_filepath, json.dumps(spec))
         write_text_atomically(
-            self.digest_sha_filepath, json.dumps({"stages": stage_shas, "task": self.compute_sha(config)})
+            self.digest_sha_filepath, json.dumps({"stages": manifest.stages, "task": self.compute_sha(config)})
         )
         times.save()
 
@@ -652,49 +587,18 @@ class Task:
         manifest = None if store is None else store.get_manifest(self.ref_name)
         if manifest is None:
             raise TaskError(f"task {self.path} has no results in the store {self.store_url} (run it first)")
-        if input_ids is None:
-            self._check_input_ids(manifest.input_ids)
-        missing = [input_id for input_id in input_ids or () if input_id not in manifest]
-        if missing:
-            raise KeyError(f"task {self.path}: no stored results for input {missing[0]!r}")
-        stored = {input_id: entry.refs for input_id, entry in store.manifest_inputs(manifest, input_ids).items()}
-        if pipeline is not None and fields is None:
-            self._check_fields(pipeline, stored)
-        data = {}
-        for input_id, refs in stored.items():
-            names = list(refs) if fields is None else list(fields)
-            unknown = [name for name in names if name not in refs]
-            if unknown:
-                raise KeyError(f"task {self.path}: input {input_id!r} has no stored fields {unknown}")
-            data[input_id] = {
-                name: store.get_value(
-                    refs[name],
-                    lazy=lazy,
-                    context={"task": self.ref_name, "input": input_id, "field": name},
-                    allow_pickle=allow_pickle,
-                )
-                for name in names
-            }
-        return data
-
-    def _check_input_ids(self, stored: list[InputID]) -> None:
-        expected = set(self.input_ids)
-        if set(stored) != expected:
-            raise TaskError(
-                f"task {self.path}: stored results are inconsistent with the task specification "
-                f"(missing inputs {sorted(map(repr, expected - set(stored)))}, "
-                f"spurious inputs {sorted(map(repr, set(stored) - expected))})"
-            )
-
-    def _check_fields(self, pipeline: Pipeline, stored: Mapping[InputID, Mapping[str, Any]]) -> None:
-        required = self._fields_to_store(pipeline)
-        for input_id, refs in stored.items():
-            if set(refs) != required:
-                raise TaskError(
-                    f"task {self.path}: stored results of input {input_id!r} are inconsistent with the "
-                    f"pipeline (missing fields {sorted(required - set(refs))}, "
-                    f"spurious fields {sorted(set(refs) - required)})"
-                )
+        return load_data(
+            store,
+            manifest,
+            f"task {self.path}",
+            self.ref_name,
+            expected_inputs=self.input_ids,
+            required_fields=None if pipeline is None else self._fields_to_store(pipeline),
+            input_ids=input_ids,
+            fields=fields,
+            lazy=lazy,
+            allow_pickle=allow_pickle,
+        )
 
     def reset(self) -> None:
         """Reset the task: it becomes incomplete.
@@ -713,13 +617,6 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thaw(item) for item in value]
     return value
-
-
-def _time_or_zero(times: Benchmark, stage_id: str, input_id: InputID) -> float:
-    try:
-        return float(times[stage_id, input_id])
-    except (KeyError, IndexError):
-        return 0.0
 
 
 def _first_stage_to_run(pipeline: Pipeline, runs: list[InputRun]) -> str | None:

@@ -86,3 +86,18 @@ def counts(tmp_path, monkeypatch):
     tests = str(pathlib.Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
     return path
+
+
+@pytest.fixture
+def example(tmp_path):
+    """A copy of the bundled example tree `examples/blobs` (without results), its stages importable."""
+    import pathlib
+    import shutil
+    import sys
+
+    root = tmp_path / "blobs"
+    repository = pathlib.Path(__file__).resolve().parent.parent
+    shutil.copytree(repository / "examples" / "blobs", root, ignore=shutil.ignore_patterns(".repype", "*.csv", ".*"))
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import time
 from collections import Counter
 
 import numpy as np
@@ -136,3 +137,15 @@ class BasicPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         for stage in (Load(), Scale(), Threshold(), Summarize()):
             self.append(stage)
+
+
+class Sleep(Stage):
+    """Sleeps for its `seconds` hyperparameter (a slow last stage)."""
+
+    inputs = ("mask",)
+    outputs = ("slept",)
+
+    def process(self, mask, pipeline, config, status=None):
+        count(self.id, "?")
+        time.sleep(config.get("seconds", 0.0))
+        return {"slept": float(config.get("seconds", 0.0))}

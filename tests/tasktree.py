@@ -35,3 +35,14 @@ def _nearest_parent(rel: str, known: dict[str, Task]) -> str | None:
         if candidate in known:
             return candidate
     return None
+
+
+def reused_stages(task: Task, pipeline, config) -> dict:
+    """For each input of `task`, the ids of the stages whose executions the store holds (found quietly)."""
+    from repype.runner import InputRunner
+
+    store = task.open_store(mode="r")
+    runner = InputRunner(store, pipeline, task.get_marginal_fields(pipeline), str(task.path), quiet=True)
+    runs = [runner.start(input_id, config) for input_id in task.input_ids]
+    runner.advance_recorded(runs)
+    return {run.input_id: list(run.reused) for run in runs}

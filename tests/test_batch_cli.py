@@ -107,7 +107,7 @@ def test_cli_dry_run_run_and_reset(tmp_path, counts):
     assert read_counts(counts)["load"] == 2
     executed = sum(read_counts(counts).values())
     summary = done.stdout.strip().splitlines()[-1]
-    assert summary.startswith("Batch finished in ") and "3 task(s) completed;" in summary
+    assert summary.startswith("Batch finished in ") and "3 task(s) completed, 0 failed;" in summary
     assert f"{executed} stage execution(s) run, {3 * 2 * 4 - executed} reused from the store" in summary
     assert "0 task(s) selected" in repype_cli(str(root)).stdout
 

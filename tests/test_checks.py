@@ -168,7 +168,7 @@ def test_strict_turns_warnings_into_errors_before_anything_runs(tmp_path, capsys
     code, out, err = run_cli(capsys, *args)
     assert code == 1
     assert "repype: error: task a: config section 'scal' names no stage" in err
-    assert "Results stored" not in out
+    assert "completed" not in out
     assert not (root / ".repype").exists()
 
 

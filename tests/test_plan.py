@@ -6,8 +6,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
-import sys
 import warnings
 from collections import Counter
 
@@ -130,15 +128,6 @@ def test_the_marginal_tree_counts_recomputations_and_disabled_stages(tmp_path, c
     assert by_task["m/t"].recomputations == {"scale": 3}
     assert by_task["n"].recomputations == {"scale": 3}
     assert "3 recomputed (not stored)" in by_task["n"].summary()
-
-
-@pytest.fixture
-def example(tmp_path) -> pathlib.Path:
-    root = tmp_path / "blobs"
-    shutil.copytree(REPOSITORY / "examples" / "blobs", root, ignore=shutil.ignore_patterns(".repype", "*.csv", ".*"))
-    sys.path.insert(0, str(root))
-    yield root
-    sys.path.remove(str(root))
 
 
 def count_executions(contexts: list[RunContext], executed: Counter) -> list[RunContext]:

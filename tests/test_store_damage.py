@@ -14,7 +14,7 @@ import warnings
 import pytest
 from catalogue import as_pattern, catalogue
 from taskstages import read_counts
-from tasktree import PIPELINE, write_tree
+from tasktree import PIPELINE, reused_stages, write_tree
 
 import repype.runner
 import repype.store
@@ -130,7 +130,7 @@ def test_a_plan_does_not_mark_a_damaged_record_as_reported(tmp_path, fresh_proce
     task = tasks[""]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = task.reuse_plan(task.create_pipeline(), task.create_config())
+        plan = reused_stages(task, task.create_pipeline(), task.create_config())
         assert sorted(len(stages) for stages in plan.values()) == [0, 4]
         assert not [w for w in caught if issubclass(w.category, IntegrityWarning)]
         run(task)

@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tasktree import reused_stages
 
 import repype.store
 from repype.batch import Batch
@@ -112,5 +113,5 @@ def test_the_records_of_a_format1_store_are_reused_while_stage_keys_stay(tree):
             break
         unchanged.append(stage.id)
     task = Batch().task(tree)
-    plan = task.reuse_plan(pipeline, task.create_config())
+    plan = reused_stages(task, pipeline, task.create_config())
     assert plan == {input_id: unchanged for input_id in INPUT_IDS}

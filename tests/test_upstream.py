@@ -188,7 +188,7 @@ def test_the_usage_notebook_runs_unchanged(tmp_path, monkeypatch, capsys):
                 rc.run(status=status)
 
     asyncio.run(run_with_console())
-    assert "Results stored" in capsys.readouterr().out
+    assert re.search(r"completed \S+ \(\d+\.\d s\): \d+ run, \d+ reused", capsys.readouterr().out)
     assert not bool(rc.task.is_pending(rc.pipeline, rc.config))
     assert [rc.task.path for rc in batch.pending] == [root / "sigma=2"]  # task.yml still says sigma 2
     assert batch.pending[0].pending == "specification"
@@ -227,7 +227,7 @@ def test_a_project_main_calls_run_cli_with_its_task_class(tmp_path):
 
     done = project("--run", "--task", str(root))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Results stored" in done.stdout
+    assert re.search(r"^\[1/1\] completed \S+ \(\d+\.\d s\): \d+ run", done.stdout, re.MULTILINE)
     assert yaml.safe_load((root / ".task.json").read_text())["config"]["segmentation"]["sigma"] == 3.0
     assert project().returncode == 0
     failed = project("--task", str(tmp_path / "nowhere"))
@@ -292,7 +292,7 @@ def test_status_reader_console_adapter_can_be_subclassed(capsys):
                 repype.status.update(status, info="completed", task="t")
 
     asyncio.run(main())
-    assert capsys.readouterr().out.splitlines() == ["*** Text (42)", "Results stored for t"]
+    assert capsys.readouterr().out.splitlines() == ["*** Text (42)", "completed t"]
 
 
 def test_status_has_upstream_members(tmp_path):
