@@ -14,7 +14,7 @@ import yaml
 from tasktree import PIPELINE
 
 import repype.store
-from repype.store import layout, leases, manifests
+from repype.store import layout, leases, maintenance, manifests
 from repype.task import Task
 
 TESTS = pathlib.Path(__file__).parent
@@ -81,6 +81,18 @@ def test_a_task_run_holds_a_lease_until_it_is_committed(tmp_path, monkeypatch):
     task.run(task.create_config())
     assert seen == [1]
     assert leases.read_leases(task.open_store().backend) == []
+
+
+def test_gc_spares_a_temporary_file_being_renamed_whatever_the_grace(tmp_path):
+    # creating a store writes its sections' groups outside any lease: a concurrent gc must not delete
+    # the temporary file that a writer is about to rename
+    store = repype.store.open(str(tmp_path / "store"))
+    partial = tmp_path / "store" / "refs" / "zarr.0123456789abcdef0123456789abcdef.partial"
+    partial.write_bytes(b"{}")
+    assert store.gc(grace=0, dry_run=False).partials == [] and partial.exists()
+    old = time.time() - maintenance.PARTIAL_GRACE - 10
+    os.utime(partial, (old, old))
+    assert store.gc(grace=0, dry_run=False).partials == ["refs/" + partial.name] and not partial.exists()
 
 
 @pytest.mark.slow

@@ -42,6 +42,9 @@ class Inventory:
 
 PARTIAL_SUFFIX = ".partial"
 """Local writes go to `<key>.<uuid>.partial` first, then are renamed."""
+PARTIAL_GRACE = leases.EXPIRY
+"""Seconds for which gc spares a temporary file whatever its grace: its writer may be about to rename
+it, and not every write runs under a lease (creating a store writes its sections' groups first)."""
 
 
 def _nodes(backend: Backend, section: str, partials: list[str]) -> dict[str, list[str]]:
@@ -505,7 +508,8 @@ def gc(backend: Backend, grace: float = 86400.0, dry_run: bool = True) -> GcRepo
             report.spared_young += 1
         else:
             report.blobs.append(digest)
-    report.partials = [key for key in inventory.partials if not is_young(backend.modified(key))]
+    partials_before = min(young_before, now - PARTIAL_GRACE)
+    report.partials = [key for key in inventory.partials if (backend.modified(key) or now) < partials_before]
     if not dry_run:
         _spare_what_writers_touched(backend, inventory, report, is_young)
         delete_nodes(backend, (), report.records, report.manifests, report.blobs)
