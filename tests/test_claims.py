@@ -174,10 +174,12 @@ def test_the_runner_takes_over_when_the_claim_dies(tmp_path, bench_counts, monke
     store = repype.store.open(str(tmp_path / "store"))
     runner, config = sweep_runner(store)
     run = runner.start(1, config)
-    dead = repype.store.open(str(tmp_path / "store")).claims.acquire(runner.key(run, runner.pipeline.stages[0]))
+    stalled = repype.store.open(str(tmp_path / "store"))
+    dead = stalled.claims.acquire(runner.key(run, runner.pipeline.stages[0]))
     runner.finish(run)
     assert executions(bench_counts) == {"render": 1, "blur": 1} and run.executed == ["render", "blur"]
     assert dead.held and nodes(store) == []
+    stalled.claims.release(dead)  # else this process would renew it until the end of the test session
 
 
 # --- whole processes -------------------------------------------------------------------------------------
