@@ -51,7 +51,7 @@ class Store:
         allow_pickle: bool = True,
         compressor: Any = "zstd",
         format: int = layout.FORMAT_VERSION,
-        pack_limit: int | None = None,
+        pack_limit: int | None = codecs.PACK_LIMIT,
     ) -> None:
         self.backend = backend
         self.allow_pickle = allow_pickle
@@ -132,7 +132,7 @@ class Store:
     def describe(self, value: Any, field: str = "") -> ValueRef:
         """The reference of `value` (its digest and codec) without writing anything.
 
-        Small JSON values are held in the reference itself (`stored` is then True).
+        Small JSON and packed values are held in the reference itself (`stored` is then True).
         """
         return codecs.encode(value, field, self.pack_limit).ref
 
@@ -180,22 +180,25 @@ class Store:
         """The value of `ref`, verified against its digest.
 
         With `lazy`, natively stored arrays come back as read-only `zarr.Array` objects that
-        read only what is sliced (and are not verified). `context` (`task`, `input`, `field`)
+        read only what is sliced (and are not verified); packed arrays (tiny, in the reference)
+        come back as numpy arrays, verified, either way. `context` (`task`, `input`, `field`)
         names the value in errors. Damage raises :class:`IntegrityError`; a pickled value
         raises :class:`PickleRefusedError` when the store was opened with `allow_pickle=False`
         or this call says `allow_pickle=False` (None: as the store was opened).
         """
-        if codecs.is_inline(ref):
+        if "value" in ref:
+            return codecs.inline_value(ref)
+        if "packed" in ref:
             try:
-                return codecs.inline_value(ref)
+                payload = codecs.packed_payload(ref)
             except IntegrityError as error:
                 raise IntegrityError(f"{where(context)}{error}") from None
-        blobs = _blobs()
-        if not ref.get("stored", False):
+        elif not ref.get("stored", False):
             raise StoreError(f"{where(context)}value {ref['digest']} was never stored")
-        if lazy and ref["codec"] == "ndarray" and ref.get("layout") == "native":
-            return blobs.lazy_array(self.backend, ref, context)
-        payload = blobs.read_payload(self.backend, ref, context)
+        elif lazy and ref["codec"] == "ndarray" and ref.get("layout") == "native":
+            return _blobs().lazy_array(self.backend, ref, context)
+        else:
+            payload = _blobs().read_payload(self.backend, ref, context)
         pickles = self.allow_pickle and allow_pickle is not False
 
         def refuse() -> Exception:
@@ -488,7 +491,7 @@ def open(
     mode: str = "a",
     allow_pickle: bool = True,
     compressor: Any = "zstd",
-    pack_limit: int | None = None,
+    pack_limit: int | None = codecs.PACK_LIMIT,
 ) -> Store:
     """Opens the store at `url` (a local path or any fsspec URL; default `.repype`).
 
@@ -497,10 +500,12 @@ def open(
     `compressor` (`'zstd'`, `'zstd:<level>'`, `'blosc-lz4'`, `'none'` or a Zarr codec) applies to
     values written through this object. With `allow_pickle=False`, pickled values are refused.
     `storage_options` go to the fsspec filesystem; they are ignored for local paths.
-    With a `pack_limit` (e.g. :data:`repype.store.codecs.PACK_LIMIT`), arrays of at most that
-    many bytes written through this object are packed into stage records and manifests instead
-    of being Zarr arrays (no object per tiny value; they load eagerly, without zarr; keys and
-    digests are the same either way). A store of a newer format than this code writes raises
+    Arrays and encoded values (pickles, codec bytes) of at most `pack_limit` bytes (default
+    :data:`repype.store.codecs.PACK_LIMIT`, 4 KiB) written through this object are packed into
+    stage records and manifests instead of being Zarr arrays, and JSON of at most that size is
+    inline: no object per tiny value; they load eagerly, without zarr, even with `lazy=True`;
+    keys and digests are the same either way. `pack_limit=None` turns packing off (every array
+    a Zarr array). A store of a newer format than this code writes raises
     :class:`StoreFormatError` in mode `'a'`, and in mode `'r'` too unless the store says that
     this code can read it.
     """
