@@ -23,12 +23,15 @@ import pytest
 import zarr
 from countingstore import counting
 from rawstore import LocalRaw, MemoryRaw, Raw, S3Raw
-from taskstages import read_counts
+from taskstages import Load, Scale, read_counts
 from tasktree import PIPELINE, write_tree
 
 import repype.runner
 import repype.store as rs
+from repype.config import Config
+from repype.pipeline import create_pipeline
 from repype.store import codecs, layout, manifests
+from repype.store.backend import Backend
 from repype.task import Task
 
 GARBAGE = b'{"zarr_format": 3, "node_type": "gro'
@@ -547,6 +550,29 @@ class StoreContract:
             )
             assert len(groups) <= (2 if pack_limit is None else 1)
         assert groups == []  # the last one wrote into known fan-out groups
+
+    def test_a_stage_execution_writes_its_values_and_record_in_one_call_into_the_event_loop(
+        self, location, counts, monkeypatch
+    ):
+        runner = repype.runner.InputRunner(location.open(), create_pipeline([Load(), Scale()]))
+        runner.finish(runner.start(0, Config({"load": {"size": 2048}})))  # first writes: the sections listed once
+        entered = []
+        original = Backend.run
+        monkeypatch.setattr(Backend, "run", lambda backend, job: entered.append(job) or original(backend, job))
+        with counting() as log:
+            run = runner.start(1, Config({"load": {"size": 2048}}))  # 8 KiB of float32 per stage: small blobs
+            runner.advance_recorded([run])  # as a task's run does: one batched lookup of the first stage
+            runner.finish(run)
+        assert run.executed == ["load", "scale"]
+        writes = log.select("write")
+        assert [call.primitive for call in writes] == ["set_in_order"] * 2, log.summary()  # one per execution
+        assert log.calls("list") == 0, log.summary()
+        for call, key in zip(writes, run.record_keys, strict=True):
+            own = [k for k in call.keys if k.count("/") > 2]  # the value's chunk and metadata, the record
+            assert len(own) == 3 and own[-1] == layout.metadata_key(layout.record_path(key)), call.keys
+        # Every call into zarr's event loop is one of those writes, or a read a local store makes directly.
+        reads = 0 if location.raw.__class__ is LocalRaw else log.calls("read")
+        assert len(entered) == len(writes) + reads, log.summary()
 
     @staticmethod
     def same_fanout(store: rs.Store, value: np.floating, other: dict) -> bool:

@@ -258,16 +258,30 @@ class Backend:
 
     def set_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Writes every `(key, data)` pair, concurrently."""
+        self._write_phases([items])
+
+    def set_in_order(self, phases: Iterable[Iterable[tuple[str, bytes]]]) -> None:
+        """Writes the `(key, data)` pairs of each phase concurrently, a phase only once the one before
+        it is written, all in one call into the event loop (nothing for no pairs).
+
+        A failure stops before the next phase: what a later phase writes (a record, the metadata
+        that completes a value) is never there without what the earlier ones write.
+        """
+        self._write_phases(phases)
+
+    def _write_phases(self, phases: Iterable[Iterable[tuple[str, bytes]]]) -> None:
         self._check_writable()
-        items = list(items)
+        batches = [items for items in map(list, phases) if items]
+        if not batches:
+            return
         store, buffer = self.zarr_store, self._buffers.buffer
 
         async def put() -> None:
-            await self._gather([lambda k=k, d=d: store.set(k, buffer.from_bytes(d)) for k, d in items])
+            for items in batches:
+                await self._gather([lambda k=k, d=d: store.set(k, buffer.from_bytes(d)) for k, d in items])
 
-        if items:
-            with self._write_errors():
-                self.run(put())
+        with self._write_errors():
+            self.run(put())
 
     @contextlib.contextmanager
     def _write_errors(self) -> Iterator[None]:

@@ -24,10 +24,7 @@ from repype.store.errors import (
 )
 from repype.store.leases import WriterLease
 from repype.store.manifests import InputEntry, InputID, Manifest, ManifestHeader, Record, Ref
-from repype.version import VERSION
-
-SMALL_BLOB_BYTES = 64 << 10
-"""Values up to this size are written without asking first whether they exist (same bytes either way)."""
+from repype.store.writes import WriteBatch, fanout_group
 
 
 def _blobs() -> Any:
@@ -111,21 +108,27 @@ class Store:
 
     # --- groups --------------------------------------------------------------------------------
 
-    def _ensure_groups(self, paths: Iterable[str]) -> None:
-        """Writes the `zarr.json` of intermediate groups this process has not seen yet."""
-        missing = [path for path in paths if path not in self._groups]
-        if not missing:
-            return
-        section = missing[0].split("/", 1)[0]
-        if section not in self._groups:  # one listing tells which fan-out groups exist already
-            self._groups.update(f"{section}/{name}" for name in self.backend.list_dir(section))
-            self._groups.add(section)
-            missing = [path for path in missing if path not in self._groups]
-        self.backend.set_many((layout.metadata_key(path), layout.group_document()) for path in missing)
-        self._groups.update(missing)
+    def _new_groups(self, paths: Iterable[str]) -> list[str]:
+        """Those of the intermediate groups `paths` this object has not seen yet (each once, in order).
 
-    def _fanout_group(self, path: str) -> str:
-        return path.rsplit("/", 1)[0]
+        The first time a section is asked about, one listing tells which of its fan-out groups exist.
+        """
+        missing = [path for path in dict.fromkeys(paths) if path not in self._groups]
+        for section in dict.fromkeys(path.split("/", 1)[0] for path in missing):
+            if section not in self._groups:
+                self._groups.update(f"{section}/{name}" for name in self.backend.list_dir(section))
+                self._groups.add(section)
+        return [path for path in missing if path not in self._groups]
+
+    def _groups_written(self, paths: Iterable[str]) -> None:
+        """Remembers that the groups `paths` exist (their `zarr.json` was written)."""
+        self._groups.update(paths)
+
+    def _ensure_groups(self, paths: Iterable[str]) -> None:
+        """Writes the `zarr.json` of intermediate groups this object has not seen yet."""
+        missing = self._new_groups(paths)
+        self.backend.set_many((layout.metadata_key(path), layout.group_document()) for path in missing)
+        self._groups_written(missing)
 
     # --- values --------------------------------------------------------------------------------
 
@@ -136,25 +139,20 @@ class Store:
         """
         return codecs.encode(value, field, self.pack_limit).ref
 
+    def batch(self) -> WriteBatch:
+        """A batch of values and records written together by its `commit()`: one call into the
+        store's event loop for a stage execution (see :mod:`repype.store.writes`)."""
+        return WriteBatch(self)
+
     def put_value(self, value: Any, field: str = "", rewrite: bool = False) -> ValueRef:
         """Stores `value` (once per content) and returns its reference.
 
         `rewrite` writes it even when a blob of that digest exists (to repair a damaged one).
         Raises :class:`SerializationError` naming `field` when the value cannot be stored.
         """
-        encoded = codecs.encode(value, field, self.pack_limit)
-        ref = dict(encoded.ref)
-        if encoded.array is None:
-            return ref
-        digest = ref["digest"]
-        path = layout.blob_path(digest)
-        # Writing a small blob costs the requests that checking for it would: just write it.
-        small = encoded.array.nbytes <= SMALL_BLOB_BYTES
-        if rewrite or small or not self._touch_blob(digest):
-            self._ensure_groups([self._fanout_group(path)])
-            metadata = _blobs().write_blob_chunks(encoded, self.compressors, self.backend.set_many)
-            self.backend.set(layout.metadata_key(path), metadata)  # the blob is complete from here on
-        ref["stored"] = True
+        batch = self.batch()
+        ref = batch.put_value(value, field, rewrite)
+        batch.commit()
         return ref
 
     def _touch_blob(self, digest: str) -> bool:
@@ -225,15 +223,17 @@ class Store:
         kept in the record with this repype's version so that the record explains itself. A
         damaged record under `key` is replaced.
         """
-        derivation = None if document is None else dict(document)
-        record = Record(key, dict(outputs), float(run_time), time.time(), stage, derivation, VERSION)
-        path = layout.record_path(key)
-        self._ensure_groups([self._fanout_group(path)])
-        self.backend.set(layout.metadata_key(path), manifests.record_document(record))
-        with self._lock:
-            self._records[key] = record
-            self._damaged_records.discard(key)
+        batch = self.batch()
+        record = batch.put_record(key, outputs, run_time, stage, document)
+        batch.commit()
         return record
+
+    def _remember_records(self, records: Iterable[Record]) -> None:
+        """Remembers `records`, just written (a damaged record they replace is forgotten)."""
+        with self._lock:
+            for record in records:
+                self._records[record.key] = record
+                self._damaged_records.discard(record.key)
 
     def get_record(self, key: str) -> Record | None:
         """The record of `key`, or None (also when it is damaged, see :meth:`get_records`)."""
@@ -300,7 +300,7 @@ class Store:
             return encoded.digest
         self._upgrade_format()
         path = layout.manifest_path(encoded.digest)
-        self._ensure_groups([self._fanout_group(path)])
+        self._ensure_groups([fanout_group(path)])
         shards = [
             (layout.metadata_key(layout.shard_path(encoded.digest, i)), doc) for i, doc in enumerate(encoded.shards)
         ]
