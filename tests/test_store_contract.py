@@ -570,9 +570,9 @@ class StoreContract:
         for call, key in zip(writes, run.record_keys, strict=True):
             own = [k for k in call.keys if k.count("/") > 2]  # the value's chunk and metadata, the record
             assert len(own) == 3 and own[-1] == layout.metadata_key(layout.record_path(key)), call.keys
-        # Every call into zarr's event loop is one of those writes, or a read a local store makes directly.
-        reads = 0 if location.raw.__class__ is LocalRaw else log.calls("read")
-        assert len(entered) == len(writes) + reads, log.summary()
+        # Every call into zarr's event loop is one of those writes or a read; a local store makes none.
+        expected = 0 if location.raw.__class__ is LocalRaw else len(writes) + log.calls("read")
+        assert len(entered) == expected, log.summary()
 
     @staticmethod
     def same_fanout(store: rs.Store, value: np.floating, other: dict) -> bool:
