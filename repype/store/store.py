@@ -286,8 +286,9 @@ class Store:
         """Writes `manifest` and points the ref `name` at it; returns the manifest's digest.
 
         Every stored value the manifest refers to must be written before. When the ref already
-        points at an intact copy of this manifest, nothing is written (a damaged ref or manifest
-        header is rewritten). A mapping is read as a format-1 document
+        points at an intact copy of this manifest, nothing is written; when an intact copy exists
+        (its header is the commit point), only the ref is (a damaged ref or manifest header is
+        rewritten). A mapping is read as a format-1 document
         (:func:`repype.store.manifests.manifest_from_format1`) and written in the current format.
         """
         if not name:
@@ -295,28 +296,31 @@ class Store:
         if not isinstance(manifest, Manifest):
             manifest = manifests.manifest_from_format1(manifest)
         encoded = manifests.encode_manifest(manifest)
-        header_key = layout.metadata_key(layout.manifest_path(encoded.digest))
-        if self._ref_is_current(name, encoded.digest, header_key, encoded.header):
+        path = layout.manifest_path(encoded.digest)
+        header_key = layout.metadata_key(path)
+        complete = self.backend.get(header_key) == encoded.header
+        if complete and self._ref_points_at(name, encoded.digest):
             return encoded.digest
         self._upgrade_format()
-        path = layout.manifest_path(encoded.digest)
-        self._ensure_groups([fanout_group(path)])
-        shards = [
-            (layout.metadata_key(layout.shard_path(encoded.digest, i)), doc) for i, doc in enumerate(encoded.shards)
-        ]
-        self.backend.set_many(shards)
-        self.backend.set(header_key, encoded.header)  # the manifest is complete from here on
+        if not complete:
+            self._ensure_groups([fanout_group(path)])
+            shards = [
+                (layout.metadata_key(layout.shard_path(encoded.digest, i)), doc) for i, doc in enumerate(encoded.shards)
+            ]
+            self.backend.set_many(shards)
+            self.backend.set(header_key, encoded.header)  # the manifest is complete from here on
         self._ensure_groups(["refs"])
         ref = Ref(name, encoded.digest, time.time())
         self.backend.set(layout.metadata_key(layout.ref_path(name)), manifests.ref_document(ref))
         return encoded.digest
 
-    def _ref_is_current(self, name: str, digest: str, header_key: str, header: bytes) -> bool:
+    def _ref_points_at(self, name: str, digest: str) -> bool:
+        """Whether the ref `name` is intact and points at the manifest `digest`."""
         try:
             ref = self.get_ref(name)
         except IntegrityError:
             return False
-        return ref is not None and ref.manifest == digest and self.backend.get(header_key) == header
+        return ref is not None and ref.manifest == digest
 
     def _upgrade_format(self) -> None:
         """Marks a store of an older format as this format before writing what only this format reads."""
