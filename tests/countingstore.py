@@ -5,7 +5,7 @@ stores opened anywhere in the process are counted, tasks' and runners' included)
 that log each call: which primitive, of which kind (`read`, `exists`, `list`, `stat`, `write`,
 `delete`, `array`), on which store and which keys. repype's code is not changed.
 
-A call of a bulk primitive (`get_many`, `set_many`, `delete_many`) is one call of several
+A call of a bulk primitive (`get_many`, `set_many`, `set_in_order`, `delete_many`) is one call of several
 requests: its requests are in flight at once, so it costs about one round trip, while each
 single-key call costs one (a bulk call of no keys costs nothing and is not counted).
 `RequestLog.calls` counts round trips, `RequestLog.requests` requests.
