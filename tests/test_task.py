@@ -485,7 +485,8 @@ def test_store_called_directly_computes_keys(tmp_path, counts):
 def test_load_subsets_lazy_and_consistency(tmp_path, counts):
     import zarr
 
-    task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
+    big = {"load": {"size": 2048}}  # 8 KiB of float32: a Zarr array; the boolean mask (2 KiB) is packed
+    task = write_tree(tmp_path, {"": basic_tree(tmp_path, config=big)})[""]
     data = run(task)
     subset = task.load(input_ids=[2], fields=["raw", "summary"])
     assert list(subset) == [2] and set(subset[2]) == {"raw", "summary"}
@@ -493,6 +494,8 @@ def test_load_subsets_lazy_and_consistency(tmp_path, counts):
     lazy = task.load(input_ids=[1], fields=["raw"], lazy=True)[1]["raw"]
     assert isinstance(lazy, zarr.Array)
     np.testing.assert_array_equal(lazy[:5], data[1]["raw"][:5])
+    packed = task.load(input_ids=[1], fields=["mask"], lazy=True)[1]["mask"]
+    assert type(packed) is np.ndarray and packed.tolist() == data[1]["mask"].tolist()  # tiny: loaded at once
     with pytest.raises(KeyError, match="nope"):
         task.load(input_ids=[1], fields=["nope"])
     with pytest.raises(KeyError, match="99"):
@@ -528,7 +531,8 @@ def _corrupt_blob_of(store_dir: pathlib.Path, digest: str) -> None:
 
 
 def test_corrupt_value_raises_on_load_and_run_recomputes(tmp_path, counts):
-    task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
+    big = {"load": {"size": 2048}}  # 8 KiB of float32: a Zarr array, not packed
+    task = write_tree(tmp_path, {"": basic_tree(tmp_path, config=big)})[""]
     data = run(task)
     store = task.open_store()
     ref = store.manifest_inputs(store.get_manifest("."), [2])[2].refs["raw"]
