@@ -457,22 +457,30 @@ class Task:
             supplier = recorded.supplier
         else:
             supplier = supplying_task(store, [key for run in runs for key in run.record_keys])
+        task = str(self.path.resolve())
         repype.status.update(
             status,
             info="start",
-            task=str(self.path.resolve()),
+            task=task,
             pickup=str((self.root.path / supplier).resolve()) if supplier else None,
             first_stage=_first_stage_to_run(pipeline, runs),
             store=store.url,
             reused=sum(len(run.reused) for run in runs),
             stage_count=len(pipeline.stages) * len(runs),
         )
+        stages = len(pipeline.stages)
+        resolved = [run for run in runs if run.next_stage >= stages]  # by the store, before anything runs
+        if resolved:  # one event for them all: a null build of many inputs would spend its time on events
+            reused = sum(len(run.reused) for run in resolved)
+            repype.status.update(status, info="processed", inputs=len(resolved), reused=reused, executed=0)
         with store.writing():  # a concurrent gc spares what this run writes until the task is committed
             for step, run in enumerate(runs):
+                if run.next_stage >= stages:
+                    continue
                 repype.status.update(
                     status,
                     info="process",
-                    task=str(self.path.resolve()),
+                    task=task,
                     input_id=run.input_id,
                     step=step,
                     step_count=len(runs),
