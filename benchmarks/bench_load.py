@@ -8,10 +8,11 @@ user waiting for a notebook cell or a script pays.
 Two tasks:
 
 * tiny inputs (N = 10 ... 10,000): each input holds a 16-float array and a small dict; repype
-  loads the dict (`summary`, JSON) and, in a second column, the array (`signal`, a Zarr array),
-  and in a third the array from a store that packs tiny arrays (`pack_limit`);
+  loads the dict (`summary`, JSON) and, in a second column, the array (`signal`, packed into the
+  manifest by default), and in a third the array from a store written with packing off
+  (`pack_limit=None`: a Zarr array);
 * image inputs (N = 10 ... 1,000): each input also holds a 128x128 float32 image (64 KiB), so the
-  pickle grows with N; repype loads a 32-bin histogram (also from a store that packs it).
+  pickle grows with N; repype loads a 32-bin histogram (packed; also from a store with packing off).
 
 repype's load is `repype.store.open(path, mode='r').task(name).field(id, name)`; the pickle's is
 `dill.load(gzip.open(path))[id][name]`. The "warm" column is `field()` alone on an open view.
@@ -19,7 +20,7 @@ repype's load is `repype.store.open(path, mode='r').task(name).field(id, name)`;
 Headlines: `load_field_speedup_vs_pickle` (pickle / repype, image task, largest N),
 `load_tiny_speedup_vs_pickle` (the same for the tiny task's JSON field at the largest N) and
 `load_flatness` (repype's tiny-task load at the largest N over N = 10: 1.0 is perfectly flat) and
-`load_packed_array_speedup_vs_pickle` (the packed array field at the largest N).
+`load_packed_array_speedup_vs_pickle` (the array field, packed by default, at the largest N).
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def image_input(input_id: int) -> dict:
     return {"input_id": input_id, "image": image, "histogram": histogram, "summary": common.small_dict(input_id)}
 
 
-def write_repype(url: str, data: dict, pack_limit: int | None = None) -> None:
-    """Every value, then the manifest and ref, as a task's commit writes them."""
+def write_repype(url: str, data: dict, pack_limit: int | None = repype.store.codecs.PACK_LIMIT) -> None:
+    """Every value, then the manifest and ref, as a task's commit writes them (packing as by default)."""
     store = repype.store.open(url, pack_limit=pack_limit)
     entries = [
         repype.store.InputEntry(input_id, {name: store.put_value(value, name) for name, value in fields.items()})
@@ -155,19 +156,19 @@ def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
         [
             "N",
             "repype JSON field s",
-            "repype array field s",
+            "unpacked array field s",
             "packed array field s",
             "pickle s",
             "speedup (JSON)",
-            "speedup (array)",
+            "speedup (unpacked)",
             "speedup (packed)",
             "repype RSS MiB",
             "pickle RSS MiB",
             "header KiB",
             "pickle KiB",
+            "unpacked store files",
             "store files",
-            "packed store files",
-            "packed store KiB",
+            "store KiB",
         ],
     )
     cases: dict[Any, Case] = {}
@@ -176,16 +177,16 @@ def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
     for n in sizes:
         data = {input_id: tiny_input(input_id) for input_id in range(1, n + 1)}
         store_path, pickle_path = tmp / f"tiny-store-{n}", tmp / f"tiny-{n}.pkl.gz"
-        packed_path = tmp / f"tiny-packed-{n}"
+        unpacked_path = tmp / f"tiny-unpacked-{n}"
         write_repype(str(store_path), data)
-        write_repype(str(packed_path), data, pack_limit=repype.store.codecs.PACK_LIMIT)
+        write_repype(str(unpacked_path), data, pack_limit=None)
         PickleTask(pickle_path).store(data)
         target = n // 2 + 1
         expected[n] = repr(data[target]["summary"])[:200]
-        files[n] = (store_path, pickle_path, packed_path)
+        files[n] = (store_path, pickle_path, unpacked_path)
         cases[n, "json"] = ("repype", store_path, target, "summary")
-        cases[n, "array"] = ("repype", store_path, target, "signal")
-        cases[n, "packed"] = ("repype", packed_path, target, "signal")
+        cases[n, "array"] = ("repype", unpacked_path, target, "signal")
+        cases[n, "packed"] = ("repype", store_path, target, "signal")
         cases[n, "pickle"] = ("pickle", pickle_path, target, "summary")
     results = measure_all(cases, repeat)
     times = {}
@@ -196,7 +197,7 @@ def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
         assert json_load["digest"] == pickle_load["digest"] == expected[n]
         assert array_load["digest"] == packed_load["digest"]
         times[n] = (json_load["seconds"], pickle_load["seconds"], packed_load["seconds"])
-        store_path, pickle_path, packed_path = files[n]
+        store_path, pickle_path, unpacked_path = files[n]
         table.add(
             n,
             json_load["seconds"],
@@ -210,9 +211,9 @@ def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
             pickle_load["rss_mib"],
             header_kib(store_path),
             common.dir_bytes(pickle_path) / 1024,
+            store_files(unpacked_path),
             store_files(store_path),
-            store_files(packed_path),
-            common.dir_bytes(packed_path) / 1024,
+            common.dir_bytes(store_path) / 1024,
         )
     largest, smallest = max(sizes), min(sizes)
     headlines = {
@@ -222,8 +223,8 @@ def tiny_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]:
     }
     table.notes += [
         f"median of {max(1, repeat)} processes, every case once per round; speedup = pickle / repype; "
-        "the JSON field needs no zarr import; 'packed' = a store opened with "
-        "pack_limit=PACK_LIMIT, whose tiny arrays live in the manifest (no zarr import either).",
+        "the JSON field needs no zarr import; 'packed' = the default store, whose tiny arrays live in the "
+        "manifest (no zarr import either); 'unpacked' = a store opened with pack_limit=None (a Zarr array).",
         f"load_tiny_speedup_vs_pickle at N={largest}: {headlines['load_tiny_speedup_vs_pickle']}; "
         f"load_flatness (repype at N={largest} / N={smallest}): {headlines['load_flatness']}",
     ]
@@ -238,10 +239,10 @@ def image_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]
         [
             "N",
             "repype s",
-            "packed s",
+            "unpacked s",
             "pickle s",
             "speedup",
-            "speedup (packed)",
+            "speedup (unpacked)",
             "repype warm ms",
             "repype RSS MiB",
             "pickle RSS MiB",
@@ -256,17 +257,17 @@ def image_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]
         data.update((input_id, image_input(input_id)) for input_id in range(len(data) + 1, n + 1))
         task_data = {input_id: data[input_id] for input_id in range(1, n + 1)}
         store_path, pickle_path = tmp / f"image-store-{n}", tmp / f"image-{n}.pkl.gz"
-        packed_path = tmp / f"image-packed-{n}"
+        unpacked_path = tmp / f"image-unpacked-{n}"
         write_repype(str(store_path), task_data)
-        write_repype(str(packed_path), task_data, pack_limit=repype.store.codecs.PACK_LIMIT)
+        write_repype(str(unpacked_path), task_data, pack_limit=None)
         PickleTask(pickle_path).store(task_data)
         cases[n, "repype"] = ("repype", store_path, n // 2 + 1, "histogram")
-        cases[n, "packed"] = ("repype", packed_path, n // 2 + 1, "histogram")
+        cases[n, "unpacked"] = ("repype", unpacked_path, n // 2 + 1, "histogram")
         cases[n, "pickle"] = ("pickle", pickle_path, n // 2 + 1, "histogram")
     results = measure_all(cases, repeat)
     for n in sizes:
-        repype_load, packed_load, pickle_load = (results[n, kind] for kind in ("repype", "packed", "pickle"))
-        assert repype_load["digest"] == packed_load["digest"] == pickle_load["digest"]
+        repype_load, unpacked_load, pickle_load = (results[n, kind] for kind in ("repype", "unpacked", "pickle"))
+        assert repype_load["digest"] == unpacked_load["digest"] == pickle_load["digest"]
         store_path, pickle_path, target = cases[n, "repype"][1], cases[n, "pickle"][1], n // 2 + 1
         view = repype.store.open(str(store_path), mode="r").task(TASK)
         view.field(target, "histogram")
@@ -275,10 +276,10 @@ def image_table(mode: str, repeat: int, tmp: pathlib.Path) -> tuple[Table, dict]
         table.add(
             n,
             repype_load["seconds"],
-            packed_load["seconds"],
+            unpacked_load["seconds"],
             pickle_load["seconds"],
             speedups[n],
-            ratio(pickle_load["seconds"], packed_load["seconds"]),
+            ratio(pickle_load["seconds"], unpacked_load["seconds"]),
             warm * 1000,
             repype_load["rss_mib"],
             pickle_load["rss_mib"],

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import multiprocessing
 import os
 import pathlib
+import pickle
 import sys
 import threading
 import time
@@ -20,7 +22,7 @@ from repype.config import Config
 from repype.executor import Executor, create_executor
 from repype.graph import run_graph
 from repype.pipeline import Pipeline, failure_details
-from repype.plan import Plan, plan_batch
+from repype.plan import Plan, Recorded, plan_batch, recorded_of
 from repype.task import PathLike, PendingReason, Task
 
 
@@ -54,19 +56,30 @@ class RunContext:
 def run_task_process(exit_code, payload: bytes) -> None:
     """Run a task in a child process; send 0 through `exit_code` on success, 1 on failure.
 
-    `payload` is the dill-serialised tuple `(run context, status, sys.path)`. Failures are reported as an
+    `payload` is the dill-serialised tuple `(run context, status, sys.path, recorded)` (`recorded`:
+    what the batch's plan found recorded for the task, or None, pickled). Failures are reported as an
     `error` status event with the traceback and the failing stage.
     """
-    context, status, sys_path = dill.loads(payload)
+    context, status, sys_path, recorded = dill.loads(payload)
+    recorded = pickle.loads(recorded)
     sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     try:
-        context.run(status=status, return_data=False)  # nobody receives the data here
+        options = _accepted(context.task.run, return_data=False, recorded=recorded)  # nobody receives the data
+        context.run(status=status, **options)
         code = 0
     except BaseException as error:
         repype.status.update(status, info="error", task=str(context.task.path.resolve()), **failure_details(error))
         code = 1
     with contextlib.suppress(OSError):  # the batch that started this process is gone
         exit_code.send(code)
+
+
+def _accepted(method: Any, **options: Any) -> dict[str, Any]:
+    """The `options` that `method` takes: a `Task` subclass may override `run` with upstream's signature."""
+    parameters = inspect.signature(method).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return options
+    return {name: value for name, value in options.items() if name in parameters}
 
 
 def _stop(process: multiprocessing.process.BaseProcess) -> None:
@@ -203,8 +216,9 @@ class Batch:
         :func:`repype.executor.create_executor`), the distinct stage executions of all tasks
         run at once on that one executor, each once, in dependency order (see
         :mod:`repype.graph`); each task is committed as soon as its executions are done, and a
-        failing task does not stop the others. `plan` is their plan with `parallel=True`
-        (made when not given).
+        failing task does not stop the others. `plan` is their plan (:meth:`plan`, with
+        `parallel` when there is an executor): a parallel batch runs it (it is made when not
+        given), tasks run in order adopt what it found recorded without asking the store again.
         """
         if self._process is not None or self._stop is not None:
             raise RuntimeError("a task of this batch is already running")
@@ -214,12 +228,12 @@ class Batch:
         try:
             if workers.remote:
                 return await self._run_in_parallel(contexts, status, workers, plan, started)
-            return await self._run_in_order(contexts, status, started)
+            return await self._run_in_order(contexts, status, plan, started)
         finally:
             if workers is not executor:
                 workers.close()
 
-    async def _run_in_order(self, contexts: list[RunContext], status: Any, started: float) -> bool:
+    async def _run_in_order(self, contexts: list[RunContext], status: Any, plan: Plan | None, started: float) -> bool:
         for step, context in enumerate(contexts):
             task_status = repype.status.derive(status)
             repype.status.update(
@@ -229,7 +243,8 @@ class Batch:
                 step=step,
                 step_count=len(contexts),
             )
-            code = await self._run_in_process(context, task_status, status)
+            recorded = recorded_of(plan, step) if plan is not None else None
+            code = await self._run_in_process(context, task_status, status, recorded)
             if code != 0:
                 repype.status.update(status, info="interrupted", exit_code=code)
                 self._report_finished(status, contexts, step, failed=1, started=started)
@@ -255,12 +270,15 @@ class Batch:
         self._report_finished(status, contexts, completed, failed=failed, started=started)
         return completed == len(contexts)
 
-    async def _run_in_process(self, context: RunContext, task_status: Any, status: Any) -> int:
+    async def _run_in_process(
+        self, context: RunContext, task_status: Any, status: Any, recorded: Recorded | None
+    ) -> int:
         """Runs one task in a fresh process; its exit code (0 on success)."""
         spawn = multiprocessing.get_context("spawn")
         receiver, sender = spawn.Pipe(duplex=False)
         self._pipe = sender
-        payload = dill.dumps((context, task_status, list(sys.path)))
+        recorded_bytes = pickle.dumps(recorded)  # plain data: pickle is many times faster than dill here
+        payload = dill.dumps((context, task_status, list(sys.path), recorded_bytes))
         self._process = spawn.Process(target=run_task_process, args=(sender, payload))
         try:
             self._process.start()

@@ -139,7 +139,7 @@ def main(
                     estimated_seconds=plan.estimated_seconds,
                     unestimated=plan.unestimated,
                 )
-                return await batch.run(contexts, status=status, executor=executor, plan=plan if parallel else None)
+                return await batch.run(contexts, status=status, executor=executor, plan=plan)
 
     return _main
 

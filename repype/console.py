@@ -231,6 +231,8 @@ def format_update(data: dict, eta: str = "", debug: bool = False) -> str | None:
         return f"Starting from stage {first}; {pickup}; {data.get('reused', 0)} stage executions reused from the store"
     if info == "process":
         return f"[{data['step'] + 1}/{data['step_count']}] Processing input {data['input_id']!r}{eta}"
+    if info == "processed" and data.get("inputs") is not None:  # inputs the store resolved entirely
+        return f"  {data['inputs']} input(s): {data['reused']} stage(s) reused, {data['executed']} run"
     if info == "processed":
         return f"  input {data['input_id']!r}: {data['reused']} stage(s) reused, {data['executed']} run"
     if info == "storing":

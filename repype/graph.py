@@ -31,7 +31,7 @@ from typing import Any
 import repype.status
 from repype.executor import Executor
 from repype.pipeline import failure_details
-from repype.plan import Plan, PlanContext, TaskPlan, plan_batch
+from repype.plan import Plan, PlanContext, TaskPlan, main_supplier, plan_batch
 from repype.runner import InputRun, InputRunner, Outcome, progress_event
 from repype.stage import Stage
 from repype.work import ShippedPipeline, StageOrder, order_payload, run_order, without_values
@@ -300,8 +300,7 @@ class BatchGraph:
             return
         task_run.started = True
         task = task_run.context.task
-        suppliers = [(count, name) for name, count in task_run.plan.reused_from.items() if name is not None]
-        supplier = min(suppliers, key=lambda item: (-item[0], item[1]))[1] if suppliers else None
+        supplier = main_supplier(task_run.plan)
         repype.status.update(
             task_run.status,
             info="start",

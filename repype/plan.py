@@ -24,7 +24,7 @@ from typing import Any
 
 from repype.config import Config
 from repype.pipeline import Pipeline
-from repype.runner import InputRun, InputRunner, ValueRef
+from repype.runner import InputRun, InputRunner, Outcome, ValueRef
 from repype.stage import Stage
 from repype.store import IntegrityError, Store, StoreMissingError, codecs
 from repype.typing import InputID
@@ -485,6 +485,39 @@ class _TaskWalk:
         self.plan.recomputations[stage.id] += 1
         self.plan.estimate(self.index.estimate(self.planner.stage_sha(stage)))
         self.run(state, stage)
+
+
+@dataclass
+class Recorded:
+    """What a plan found recorded for one task: each input's leading stage executions, and their supplier.
+
+    `outcomes` maps an input id to the outcomes of its first enabled stages, up to the first one
+    not recorded; `supplier` names the task whose manifest references most of them (or None).
+    A run adopts them without asking the store again (see :meth:`repype.task.Task.run`).
+    """
+
+    outcomes: dict[InputID, list[Outcome]]
+    supplier: str | None
+
+
+def recorded_of(plan: Plan, index: int) -> Recorded:
+    """What `plan` found recorded for its task number `index`."""
+    task = plan.tasks[index]
+    outcomes: dict[InputID, list[Outcome]] = {}
+    for input_id, identities in task.steps.items():
+        leading = outcomes.setdefault(input_id, [])
+        for identity in identities:
+            execution = plan.executions[(task.store, identity)]
+            if not execution.recorded:
+                break
+            leading.append(Outcome(execution.stage, identity, dict(execution.outputs), execution.seconds or 0.0))
+    return Recorded(outcomes, main_supplier(task))
+
+
+def main_supplier(task: TaskPlan) -> str | None:
+    """The task that supplies most of the executions `task` reuses from the store (first by name), or None."""
+    suppliers = [(count, name) for name, count in task.reused_from.items() if name is not None]
+    return min(suppliers, key=lambda item: (-item[0], item[1]))[1] if suppliers else None
 
 
 def plan_batch(

@@ -27,6 +27,7 @@ from repype.stage import Stage, signature_sha
 from repype.store import IntegrityError, SerializationError, Store
 from repype.store.keys import document_key, key_document
 from repype.store.manifests import Record
+from repype.store.writes import WriteBatch
 from repype.typing import InputID
 
 ValueRef = dict[str, Any]
@@ -371,18 +372,22 @@ class InputRunner:
     def record(self, run: InputRun, stage: Stage, key: str, seconds: float) -> None:
         """Write the outputs of `stage` (values in `run.values`), then its record under `key`.
 
-        Marginal outputs are recorded by digest only; their values are never written.
+        Values and record go to the store in one batch (one call into its event loop; values too
+        large for a batch are written before it). Marginal outputs are recorded by digest only;
+        their values are never written.
         """
+        batch = self.store.batch()
         outputs = {}
         for name in sorted(stage.outputs):
             value = run.values[name]
             if name in self.marginal_fields:
                 outputs[name] = _digest_only(self.store.describe(value, field=name))
             else:
-                outputs[name] = self._put(run, name, value)
+                outputs[name] = self._put(run, name, value, batch=batch)
             run.producers[name] = stage
+        batch.put_record(key, outputs, seconds, stage=stage.id, document=run.documents.get(key))
+        batch.commit()
         run.refs.update(outputs)
-        self.store.put_record(key, outputs, seconds, stage=stage.id, document=run.documents.get(key))
         run.record_keys.append(key)
         run.times[stage.id] = seconds
 
@@ -396,9 +401,13 @@ class InputRunner:
         run.times[stage.id] = run_stage(self.pipeline, stage, run.input_id, run.values, config, self.status)
         run.consumed.update(stage.consumes)
 
-    def _put(self, run: InputRun, name: str, value: Any, rewrite: bool = False) -> ValueRef:
+    def _put(
+        self, run: InputRun, name: str, value: Any, rewrite: bool = False, batch: WriteBatch | None = None
+    ) -> ValueRef:
+        """Stores `value` of field `name` (in `batch` if given, written by its commit)."""
+        target = self.store if batch is None else batch
         try:
-            return self.store.put_value(value, field=name, rewrite=rewrite)
+            return target.put_value(value, field=name, rewrite=rewrite)
         except SerializationError as error:
             raise SerializationError(f"{self._where(run)}: cannot store field '{name}': {error}") from error
 

@@ -29,7 +29,7 @@ from repype.executor import Executor, create_executor
 from repype.files import write_text_atomically
 from repype.graph import run_graph
 from repype.pipeline import Pipeline
-from repype.plan import PlanContext, supplying_task
+from repype.plan import PlanContext, Recorded, supplying_task
 from repype.results import load_data, manifest_of, run_from_data
 from repype.runner import InputRun, InputRunner, open_shared_store, progress_event
 from repype.spec import decode_input_ids, load_from_module, validate_spec  # the first two: upstream names here
@@ -391,6 +391,7 @@ class Task:
         executor: Executor | int | str | None = None,
         *,
         return_data: bool = True,
+        recorded: Recorded | None = None,
     ) -> TaskData | None:
         """Run the task and return its task data object.
 
@@ -406,6 +407,10 @@ class Task:
 
         With `return_data=False` (**new**), nothing is loaded back from the store and None is
         returned: what a batch does, since nobody receives the data there.
+
+        `recorded` (**new**) is what the batch's plan found recorded for this task (see
+        :func:`repype.plan.recorded_of`): those executions are adopted without asking the store
+        again, and the plan's supplier is named in the `start` event.
 
         Afterwards :attr:`findings` lists the hyperparameters of the task's config that a stage
         which ran never read (on any input; a likely typo, with the closest name it did read),
@@ -428,7 +433,7 @@ class Task:
             if workers.remote:
                 runner, runs = self._run_in_parallel(workers, pipeline, config, pickup, status)
             else:
-                runner, runs = self._run_here(pipeline, config, pickup, status)
+                runner, runs = self._run_here(pipeline, config, pickup, status, recorded)
         finally:
             if workers is not executor:  # close only what this run created
                 workers.close()
@@ -436,31 +441,46 @@ class Task:
         return data
 
     def _run_here(
-        self, pipeline: Pipeline, config: Config, pickup: bool, status: Any
+        self, pipeline: Pipeline, config: Config, pickup: bool, status: Any, recorded: Recorded | None
     ) -> tuple[InputRunner, list[InputRun]]:
         """Resolves every input in this process, in order, then completes the task."""
         store = self.open_store()
         runner = InputRunner(store, pipeline, self.get_marginal_fields(pipeline), str(self.path), status)
         runs = [runner.start(input_id, config) for input_id in self.input_ids]
+        if pickup and recorded is not None:
+            for run in runs:
+                for outcome in recorded.outcomes.get(run.input_id, ()):
+                    runner.apply(run, outcome, ran_here=False)
         if pickup:
-            runner.advance_recorded(runs)
-        supplier = supplying_task(store, [key for run in runs for key in run.record_keys])
+            runner.advance_recorded(runs)  # beyond what the plan found
+        if recorded is not None:
+            supplier = recorded.supplier
+        else:
+            supplier = supplying_task(store, [key for run in runs for key in run.record_keys])
+        task = str(self.path.resolve())
         repype.status.update(
             status,
             info="start",
-            task=str(self.path.resolve()),
+            task=task,
             pickup=str((self.root.path / supplier).resolve()) if supplier else None,
             first_stage=_first_stage_to_run(pipeline, runs),
             store=store.url,
             reused=sum(len(run.reused) for run in runs),
             stage_count=len(pipeline.stages) * len(runs),
         )
+        stages = len(pipeline.stages)
+        resolved = [run for run in runs if run.next_stage >= stages]  # by the store, before anything runs
+        if resolved:  # one event for them all: a null build of many inputs would spend its time on events
+            reused = sum(len(run.reused) for run in resolved)
+            repype.status.update(status, info="processed", inputs=len(resolved), reused=reused, executed=0)
         with store.writing():  # a concurrent gc spares what this run writes until the task is committed
             for step, run in enumerate(runs):
+                if run.next_stage >= stages:
+                    continue
                 repype.status.update(
                     status,
                     info="process",
-                    task=str(self.path.resolve()),
+                    task=task,
                     input_id=run.input_id,
                     step=step,
                     step_count=len(runs),

@@ -5,7 +5,7 @@ stores opened anywhere in the process are counted, tasks' and runners' included)
 that log each call: which primitive, of which kind (`read`, `exists`, `list`, `stat`, `write`,
 `delete`, `array`), on which store and which keys. repype's code is not changed.
 
-A call of a bulk primitive (`get_many`, `set_many`, `delete_many`) is one call of several
+A call of a bulk primitive (`get_many`, `set_many`, `set_in_order`, `delete_many`) is one call of several
 requests: its requests are in flight at once, so it costs about one round trip, while each
 single-key call costs one (a bulk call of no keys costs nothing and is not counted).
 `RequestLog.calls` counts round trips, `RequestLog.requests` requests.
@@ -32,14 +32,16 @@ KINDS = {
     "modified": "stat",
     "set": "write",
     "set_many": "write",
+    "set_in_order": "write",
     "delete": "delete",
     "delete_dir": "delete",
     "delete_many": "delete",
     "open_array": "array",
 }
 """Every primitive of a Backend that reaches the storage, and the kind of request it makes."""
-BULK = {"get_many", "set_many", "delete_many"}
-"""The primitives that take many keys and make their requests at once."""
+BULK = {"get_many", "set_many", "set_in_order", "delete_many"}
+"""The primitives that take many keys and make their requests at once (`set_in_order` in phases,
+each phase's at once: one call into the event loop, about one round trip per phase)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def _keys_of(primitive: str, args: tuple[Any, ...]) -> tuple[str, ...]:
     first = args[0]
     if primitive == "set_many":
         return tuple(key for key, _ in first)
+    if primitive == "set_in_order":
+        return tuple(key for phase in first for key, _ in phase)
     if primitive in ("get_many", "delete_many"):
         return tuple(first)
     return (first,)
@@ -109,6 +113,8 @@ def _keys_of(primitive: str, args: tuple[Any, ...]) -> tuple[str, ...]:
 
 def _materialized(primitive: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """The arguments with an iterable of keys or items turned into a list, so logging does not consume it."""
+    if primitive == "set_in_order" and args:
+        return ([list(phase) for phase in args[0]], *args[1:])
     if primitive in BULK and args:
         return (list(args[0]), *args[1:])
     return args

@@ -149,11 +149,9 @@ def test_cli_store_commands(tmp_path, counts):
     assert verify.returncode == 0, verify.stdout + verify.stderr
     gc = repype_cli("store", "gc", store, "--grace", "0")
     assert gc.returncode == 0 and "dry run" in gc.stdout.lower()
-    # Damage a chunk: verify reports it and exits non-zero
-    chunk = next(p for p in (root / ".repype" / "blobs").rglob("*") if p.is_file() and p.name != "zarr.json")
-    raw = bytearray(chunk.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    chunk.write_bytes(bytes(raw))
+    # Damage a stage record (the tiny values are packed into records): verify reports it and exits non-zero
+    record = next((root / ".repype" / "records").glob("*/*/zarr.json"))
+    record.write_bytes(record.read_bytes()[:-20])
     damaged = repype_cli("store", "verify", store)
     assert damaged.returncode == 1
     missing = repype_cli("store", "ls", str(tmp_path / "nope"))

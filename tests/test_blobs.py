@@ -17,7 +17,7 @@ COMPRESSORS = [zarr.codecs.ZstdCodec(level=1), zarr.codecs.ZstdCodec(level=3, ch
 
 
 def both_ways(array: np.ndarray, compressors) -> tuple:
-    encoded = codecs.encode(array, "x")
+    encoded = codecs.encode(array, "x", pack_limit=None)  # a blob, however small
     chunks: list[tuple[str, bytes]] = []
     metadata = blobs.write_blob_chunks(encoded, compressors, chunks.extend)
     document = json.loads(metadata)

@@ -6,11 +6,14 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from countingstore import counting
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import repype.store
+from repype.canonical import canonical
 from repype.store import IntegrityError, layout, manifests
 from repype.store.manifests import InputEntry, Manifest
 
@@ -149,3 +152,34 @@ def test_listing_tasks_and_reading_a_json_field_import_neither_zarr_nor_numcodec
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
+
+
+REF_VALUES = [
+    np.arange(6, dtype=np.float32),  # packed
+    np.arange(5000, dtype=np.float64),  # a blob
+    {"$weird": [1, 2.5], "n": None},  # inline JSON whose key needs tagging
+    (1, frozenset({"a"})),  # inline tagged
+    "plain text",
+]
+
+
+@pytest.mark.parametrize("value", REF_VALUES, ids=["packed", "blob", "dollar-keys", "tagged", "text"])
+def test_the_shortcut_through_plain_references_gives_their_canonical_form(value):
+    ref = repype.store.codecs.encode(value, "v").ref
+    assert manifests._canonical_ref(ref) == canonical(ref)
+    plain = manifests.encode_manifest(Manifest({}, {}, {}, [InputEntry(1, {"v": ref})]))
+    tagged = manifests.encode_manifest(Manifest({}, {}, {}, [InputEntry(1, {"$v": ref})]))
+    assert plain.digest != tagged.digest  # a field name needing a tag is tagged, not taken as plain
+
+
+def test_committing_a_manifest_that_is_stored_intact_writes_only_its_ref(tmp_path):
+    store = repype.store.open(tmp_path / "store")
+    manifest = a_manifest(range(600))
+    digest = store.put_manifest("t", manifest)
+    store.delete_ref("t")  # as `--reset` does: the manifest stays until gc
+    with counting() as log:
+        assert repype.store.open(tmp_path / "store").put_manifest("t", manifest) == digest
+    assert log.keys("write") == [layout.metadata_key(layout.ref_path("t"))], log.summary()
+    with counting() as log:
+        assert repype.store.open(tmp_path / "store").put_manifest("t", manifest) == digest
+    assert log.requests("write") == 0, log.summary()  # the ref points at it already

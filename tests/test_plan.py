@@ -279,3 +279,27 @@ def test_a_damaged_record_is_planned_to_run_again_and_left_for_the_run_to_report
         warnings.simplefilter("always")
         assert_exact(plan, counts, batch.pending)
     assert [key in str(w.message) for w in caught if issubclass(w.category, IntegrityWarning)] == [True]
+
+
+def test_a_task_adopts_what_the_plan_found_recorded_without_reading_the_records_again(tmp_path, counts):
+    from countingstore import counting
+
+    from repype.plan import recorded_of
+    from repype.store import layout
+
+    root = sweep_3x3(tmp_path / "tree")
+    context = load(root).pending[0]
+    run_here([context])
+    context.task.reset()
+    batch = load(root)
+    plan = batch.plan()
+    assert plan.tasks[0].reused == 16 and plan.tasks[0].run == 0
+    context = batch.pending[0]
+    repype.runner._OPEN_STORES.clear()
+    before = read_counts(counts)
+    with counting() as log:
+        context.run(return_data=False, recorded=recorded_of(plan, 0))
+    assert read_counts(counts) == before  # nothing ran
+    records = layout.record_path("k").split("/")[0] + "/"
+    assert [key for key in log.keys("read", "exists") if key.startswith(records)] == [], log.summary()
+    assert not load(root).context(context.task.path).pending  # the task is complete again

@@ -235,21 +235,21 @@ def blob_digests(store: rs.Store) -> set[str]:
 
 
 def test_identical_values_share_one_digest_and_one_blob(open_store):
-    store = open_store()
+    store = open_store(pack_limit=None)  # every value a blob
     first = store.put_value(np.arange(100, dtype=np.int32).reshape(10, 10), field="a")
     second = store.put_value(np.arange(100, dtype=np.int32).reshape(10, 10), field="b")
     assert first["digest"] == second["digest"]
     pickled = [store.put_value(Point(1, 2.5)) for _ in range(3)]
     assert len({ref["digest"] for ref in pickled}) == 1
     # Another store object writing the same values adds nothing.
-    other = open_store()
+    other = open_store(pack_limit=None)
     assert other.put_value(np.arange(100, dtype=np.int32).reshape(10, 10))["digest"] == first["digest"]
     assert blob_digests(other) == {first["digest"], pickled[0]["digest"]}
     assert store.describe(np.arange(100, dtype=np.int32).reshape(10, 10))["digest"] == first["digest"]
 
 
 def test_same_bytes_different_dtype_or_shape_differ(open_store):
-    store = open_store()
+    store = open_store(pack_limit=None)  # every value a blob
     base = np.arange(8, dtype=np.int32)
     digests = {
         store.put_value(base)["digest"],
@@ -263,7 +263,7 @@ def test_same_bytes_different_dtype_or_shape_differ(open_store):
 
 
 def test_describe_writes_nothing(open_store):
-    store = open_store()
+    store = open_store(pack_limit=None)  # a packed value is stored by being described
     ref = store.describe(np.ones(4), field="x")
     assert ref["stored"] is False
     assert blob_digests(store) == set()
@@ -889,7 +889,7 @@ def test_read_only_store_refuses_writes(open_store):
     record_key = key({"w": 1})
     writer.put_record(record_key, {"v": present}, 1.0)
     writer.put_manifest("t", a_manifest())
-    store = open_store(mode="r")
+    store = open_store(mode="r", pack_limit=None)  # packed values need no write, blobs do
     assert store.read_only
     assert "read-only" in repr(store)
     before = sorted(store.backend.list_prefix(""))
@@ -1006,7 +1006,7 @@ def test_file_url_and_plain_path_are_the_same_store(tmp_path):
 
 
 def test_plain_zarr_can_walk_the_store(local_url):
-    store = local_url.open()
+    store = local_url.open(pack_limit=None)  # a tiny array is then an array node too
     value = np.linspace(0, 1, 3 * 70).reshape(3, 70)
     ref = store.put_value(value, field="signal")
     store.put_record(key({"z": 1}), {"signal": ref}, 0.5, stage="s")
@@ -1054,7 +1054,7 @@ def test_failing_codec_names_field_and_codec(local_url):
     ids=["1024-bytes", "1025-bytes", "1024-utf8-bytes", "1026-utf8-bytes"],
 )
 def test_inline_limit_counts_utf8_bytes(local_url, text, inline):
-    store = local_url.open()
+    store = local_url.open(pack_limit=None)  # packing inlines JSON up to the pack limit
     ref = store.put_value(text)
     assert ("value" in ref) is inline
     assert len(blob_digests(store)) == (0 if inline else 1)
@@ -1074,7 +1074,7 @@ def test_multi_chunk_array(tmp_path):
 
 
 def test_lazy_array_is_read_only(local_url):
-    store = local_url.open()
+    store = local_url.open(pack_limit=None)  # packed arrays load as numpy arrays even with lazy
     ref = store.put_value(np.arange(10.0))
     lazy = store.get_value(ref, lazy=True)
     with pytest.raises(Exception):  # noqa: B017 - zarr's own read-only error

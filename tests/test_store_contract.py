@@ -23,12 +23,15 @@ import pytest
 import zarr
 from countingstore import counting
 from rawstore import LocalRaw, MemoryRaw, Raw, S3Raw
-from taskstages import read_counts
+from taskstages import Load, Scale, read_counts
 from tasktree import PIPELINE, write_tree
 
 import repype.runner
 import repype.store as rs
+from repype.config import Config
+from repype.pipeline import create_pipeline
 from repype.store import codecs, layout, manifests
+from repype.store.backend import Backend
 from repype.task import Task
 
 GARBAGE = b'{"zarr_format": 3, "node_type": "gro'
@@ -82,16 +85,20 @@ def ramp(n: int, offset: int = 0) -> np.ndarray:
 
 CODEC_VALUES: dict[str, tuple[str, Any]] = {
     "inline json": ("json", {"a": [1, 2.5, None], "b": "ünï"}),
-    "json blob": ("json", [{"name": f"item-{i}", "value": i * 0.5} for i in range(100)]),
+    "json blob": ("json", [{"name": f"item-{i}", "value": i * 0.5} for i in range(300)]),
     "inline tagged": ("tagged", (1, frozenset({"x"}), {2: b"\x00\xff"})),
-    "tagged blob": ("tagged", tuple(range(400))),
-    "native array": ("ndarray", np.linspace(0, 1, 3 * 50).reshape(3, 50)),
-    "raw array": ("ndarray", np.array(["héllo", "x"], dtype="U5")),
+    "tagged blob": ("tagged", tuple(range(2000))),
+    "native array": ("ndarray", np.linspace(0, 1, 3 * 200).reshape(3, 200)),
+    "packed array": ("ndarray", np.linspace(0, 1, 3 * 50).reshape(3, 50)),
+    "raw array": ("ndarray", np.array(["héllo", "x"] * 300, dtype="U5")),
+    "packed raw array": ("ndarray", np.array(["héllo", "x"], dtype="U5")),
     "big-endian array": ("ndarray", np.arange(6, dtype=">i4").reshape(2, 3)),
     "empty array": ("ndarray", np.zeros((0, 4), dtype=np.float32)),
-    "pickle": ("pickle", Opaque((1, "two"))),
+    "pickle": ("pickle", Opaque(tuple(range(3000)))),
+    "packed pickle": ("pickle", Opaque((1, "two"))),
     "custom codec": ("contract-fraction", fractions.Fraction(-7, 3)),
 }
+"""A value of every codec and layout; those named packed or inline, and the tiny ones, live in their reference."""
 
 
 def assert_same(actual: Any, expected: Any) -> None:
@@ -119,6 +126,7 @@ def manifest(inputs: dict, records: list[str] = (), config: dict | None = None) 
 
 
 IMAGE = np.arange(2 * 30 * 40, dtype=np.float32).reshape(2, 30, 40)
+LABEL = Opaque(tuple(f"cell-{index}" for index in range(1000)))  # a pickle too large to be packed
 
 
 @dataclass
@@ -138,7 +146,7 @@ def build(store: rs.Store) -> Built:
     values = {
         "image": store.put_value(IMAGE, "image"),
         "shared": store.put_value(ramp(6000), "shared"),
-        "label": store.put_value(Opaque(("cell",)), "label"),
+        "label": store.put_value(LABEL, "label"),
         "count": store.put_value(7, "count"),
         "dropped": store.put_value(ramp(3000, 10_000), "x"),
         "orphan": store.put_value(ramp(2000, 20_000), "x"),
@@ -194,11 +202,11 @@ class StoreContract:
         assert store.describe(CODEC_VALUES["native array"][1]) == refs["native array"] | {"stored": False}
 
     def test_packed_arrays_live_in_their_reference(self, location, raw):
-        store = location.open(pack_limit=codecs.PACK_LIMIT)
+        store = location.open()  # packing is on by default
         small, big = np.arange(10, dtype=np.uint8), np.arange(codecs.PACK_LIMIT, dtype=np.float64)
         packed, stored = store.put_value(small), store.put_value(big)
         assert packed["layout"] == "packed" and stored["layout"] == "native"
-        assert packed["digest"] == location.open().describe(small)["digest"]  # packing changes no digest
+        assert packed["digest"] == location.open(pack_limit=None).describe(small)["digest"]  # packing changes no digest
         assert raw.node_keys(layout.blob_path(packed["digest"])) == set()  # no object of its own
         assert raw.node_keys(layout.blob_path(stored["digest"])) != set()
         assert_same(location.open(mode="r").get_value(packed), small)
@@ -251,7 +259,7 @@ class StoreContract:
         assert task.config == {"s": {"sigma": 1.5}} and task.times == {"s": {1: 0.5, "b": 0.5}}
         assert task.refs(1)["image"] == built.values["image"]
         assert_same(task.field(1, "image"), IMAGE)
-        assert task.field(1, "label") == Opaque(("cell",))
+        assert task.field(1, "label") == LABEL
         lazy = task.field("b", "image", lazy=True)
         assert isinstance(lazy, zarr.Array)
         np.testing.assert_array_equal(lazy[0, :3, -2:], IMAGE[0, :3, -2:])
@@ -447,7 +455,7 @@ class StoreContract:
 
     @pytest.mark.parametrize("shared", [False, True], ids=["a-store-object-each", "one-store-object"])
     def test_threads_writing_the_same_values_records_and_manifest(self, location, shared):
-        values = [ramp(100), ramp(20_000, 5), Opaque(("same",)), np.full((30, 30), 3.0)]  # small and large blobs
+        values = [ramp(100), ramp(20_000, 5), Opaque(("same",)), np.full((30, 30), 3.0)]  # 2 packed, 2 blobs
         errors: list[BaseException] = []
         start = threading.Barrier(4)
         common = location.open()
@@ -470,7 +478,7 @@ class StoreContract:
         assert errors == []
         store = location.open(mode="r")
         report = store.verify()
-        assert report.ok and report.checked_blobs == len(values), report.format()
+        assert report.ok and report.checked_blobs == 2, report.format()
         loaded = store.task("same").load()[0]
         for index, value in enumerate(values):
             assert_same(loaded[f"f{index}"], value)
@@ -542,6 +550,31 @@ class StoreContract:
             )
             assert len(groups) <= (2 if pack_limit is None else 1)
         assert groups == []  # the last one wrote into known fan-out groups
+
+    def test_a_stage_execution_writes_its_values_and_record_in_one_call_into_the_event_loop(
+        self, location, counts, monkeypatch
+    ):
+        runner = repype.runner.InputRunner(location.open(), create_pipeline([Load(), Scale()]))
+        runner.finish(runner.start(0, Config({"load": {"size": 2048}})))  # first writes: the sections listed once
+        entered = []
+        original = Backend.run
+        monkeypatch.setattr(Backend, "run", lambda backend, job: entered.append(job) or original(backend, job))
+        with counting() as log:
+            run = runner.start(1, Config({"load": {"size": 2048}}))  # 8 KiB of float32 per stage: small blobs
+            runner.advance_recorded([run])  # as a task's run does: one batched lookup of the first stage
+            runner.finish(run)
+        assert run.executed == ["load", "scale"]
+        writes = log.select("write")
+        assert [call.primitive for call in writes] == ["set_in_order"] * 2, log.summary()  # one per execution
+        assert log.calls("list") == 0, log.summary()
+        for call, key in zip(writes, run.record_keys, strict=True):
+            own = [k for k in call.keys if k.count("/") > 2]  # the value's chunk and metadata, the record
+            assert len(own) == 3 and own[-1] == layout.metadata_key(layout.record_path(key)), call.keys
+        # Every call into zarr's event loop is one of those writes, a read, or the creation and the
+        # removal of the claim on each execution (repype.store.claims); a local store makes none.
+        claims = 2 * len(run.executed)
+        expected = 0 if location.raw.__class__ is LocalRaw else len(writes) + log.calls("read") + claims
+        assert len(entered) == expected, log.summary()
 
     @staticmethod
     def same_fanout(store: rs.Store, value: np.floating, other: dict) -> bool:

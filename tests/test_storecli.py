@@ -127,7 +127,7 @@ def test_ls_reports_damaged_and_unstored_tasks(tree, capsys, tmp_path):
     root = tmp_path / "blobs"
     shutil.copytree(tree, root)
     store = repype.store.open(str(root / ".repype"))
-    mask = store.task("sigma=1/threshold=0.3").refs(2)["mask"]["digest"]
+    mask = store.task("sigma=1/threshold=0.3").refs(2)["smooth"]["digest"]  # an array node (the mask is packed)
     shutil.rmtree(root / ".repype" / layout.blob_path(mask))
     (root / "sigma=5").mkdir()
     (root / "sigma=5" / "task.yml").write_text(yaml.safe_dump({"runnable": True, "config": {"smooth": {"sigma": 5}}}))

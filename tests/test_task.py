@@ -488,7 +488,8 @@ def test_store_called_directly_computes_keys(tmp_path, counts):
 def test_load_subsets_lazy_and_consistency(tmp_path, counts):
     import zarr
 
-    task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
+    big = {"load": {"size": 2048}}  # 8 KiB of float32: a Zarr array; the boolean mask (2 KiB) is packed
+    task = write_tree(tmp_path, {"": basic_tree(tmp_path, config=big)})[""]
     data = run(task)
     subset = task.load(input_ids=[2], fields=["raw", "summary"])
     assert list(subset) == [2] and set(subset[2]) == {"raw", "summary"}
@@ -496,6 +497,8 @@ def test_load_subsets_lazy_and_consistency(tmp_path, counts):
     lazy = task.load(input_ids=[1], fields=["raw"], lazy=True)[1]["raw"]
     assert isinstance(lazy, zarr.Array)
     np.testing.assert_array_equal(lazy[:5], data[1]["raw"][:5])
+    packed = task.load(input_ids=[1], fields=["mask"], lazy=True)[1]["mask"]
+    assert type(packed) is np.ndarray and packed.tolist() == data[1]["mask"].tolist()  # tiny: loaded at once
     with pytest.raises(KeyError, match="nope"):
         task.load(input_ids=[1], fields=["nope"])
     with pytest.raises(KeyError, match="99"):
@@ -531,7 +534,8 @@ def _corrupt_blob_of(store_dir: pathlib.Path, digest: str) -> None:
 
 
 def test_corrupt_value_raises_on_load_and_run_recomputes(tmp_path, counts):
-    task = write_tree(tmp_path, {"": basic_tree(tmp_path)})[""]
+    big = {"load": {"size": 2048}}  # 8 KiB of float32: a Zarr array, not packed
+    task = write_tree(tmp_path, {"": basic_tree(tmp_path, config=big)})[""]
     data = run(task)
     store = task.open_store()
     ref = store.manifest_inputs(store.get_manifest("."), [2])[2].refs["raw"]
@@ -621,7 +625,7 @@ def test_status_events_and_config_scope(tmp_path, counts):
     events.clear()
     run(task, status=status)
     processed = [event for event in events if event.get("info") == "processed"]
-    assert [event["reused"] for event in processed] == [4, 4, 4]
+    assert [(event["inputs"], event["reused"]) for event in processed] == [(3, 12)]  # one event: all reused
     assert "skip-stage" in [event.get("info") for event in events]
 
 

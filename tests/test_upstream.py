@@ -207,6 +207,9 @@ class MyTask(repype.task.Task):
         config["segmentation/sigma"] = 3.0
         return config
 
+    def run(self, config, pipeline=None, pickup=True, strip_marginals=True, status=None):  # upstream's signature
+        return super().run(config, pipeline, pickup, strip_marginals, status)
+
 
 if __name__ == "__main__":
     sys.exit(0 if repype.cli.run_cli(task_cls=MyTask) else 1)

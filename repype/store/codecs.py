@@ -2,9 +2,7 @@
 
 * numpy arrays of bool, integer, float and complex dtypes: Zarr arrays (`ndarray`, native
   layout); fixed-width bytes/unicode, datetime and non-native byte orders are stored as raw
-  bytes with a trailing item axis (`raw` layout) and restored to the exact dtype; arrays up to
-  a `pack_limit` in bytes (off unless asked for) are packed into their reference instead
-  (`packed` layout);
+  bytes with a trailing item axis (`raw` layout) and restored to the exact dtype;
 * values that JSON represents exactly: JSON (small ones inline, in the reference itself);
 * values of a type with a registered :class:`FieldCodec`: that codec's bytes;
 * tuples, sets, frozensets, bytes, numpy scalars, non-finite floats and dicts with non-string
@@ -12,8 +10,13 @@
   unpickling and their digest does not depend on hash randomisation;
 * anything else: a dill pickle.
 
+Small values are packed: an array or encoded value of at most `pack_limit` bytes (by default
+:data:`PACK_LIMIT`) lives inside its reference (`packed` layout, base64), and JSON of at most
+that size inline as JSON, so that a tiny value costs no object of its own. `pack_limit=None`
+packs nothing but JSON of at most :data:`INLINE_LIMIT` bytes.
+
 A value's content digest is the xxh3-128 of its canonical encoding: a header naming codec,
-dtype and shape, then the bytes. Identical values therefore share one digest.
+dtype and shape, then the bytes. Identical values therefore share one digest, packed or not.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ INLINE_LIMIT = 1024
 """JSON values whose canonical text is at most this many bytes live inside their reference."""
 
 PACK_LIMIT = 4096
-"""A good `pack_limit`: arrays of at most this many bytes then live inside their reference (so
-inside the stage record and the manifest), base64-encoded, instead of being a Zarr array each:
-a tiny value costs no object of its own and loads without zarr. Their digest is the same as if
-they were stored as arrays, so packing changes no key."""
+"""The default `pack_limit`: arrays and encoded values (pickles, codec bytes) of at most this many
+bytes live inside their reference (so inside the stage record and the manifest), base64-encoded,
+and JSON of at most this many bytes inline, instead of being a Zarr array each: a tiny value
+costs no object of its own and loads without zarr. Their digest is the same as if they were
+stored as arrays, so packing changes no key."""
 
 ValueRef = dict[str, Any]
 
@@ -147,44 +151,46 @@ def _is_storable_array(value: Any) -> bool:
     return value.dtype.kind in _NATIVE_KINDS + _RAW_KINDS and value.dtype.itemsize > 0
 
 
-def encode(value: Any, field_name: str = "", pack_limit: int | None = None) -> Encoded:
+def encode(value: Any, field_name: str = "", pack_limit: int | None = PACK_LIMIT) -> Encoded:
     """The stored form of `value`; raises :class:`SerializationError` naming `field_name` when impossible.
 
-    Arrays of at most `pack_limit` bytes are packed into the reference (see :data:`PACK_LIMIT`;
-    None packs nothing).
+    Arrays and encoded values of at most `pack_limit` bytes are packed into the reference, JSON
+    of at most that size inline (see :data:`PACK_LIMIT`; None packs nothing, and inlines JSON
+    up to :data:`INLINE_LIMIT` bytes).
     """
     with contextlib.suppress(UnicodeEncodeError):  # strings with lone surrogates are pickled
         if is_exact_json(value):
-            return _encode_text("json", value)
+            return _encode_text("json", value, pack_limit)
     if _is_storable_array(value):
         return _encode_array(value, pack_limit)
     codec = _codec_for(value)
     if codec is not None:
         try:
-            return _encode_bytes(codec.name, codec.encode(value))
+            data = codec.encode(value)
         except Exception as error:
             raise SerializationError(f"field '{field_name}': codec '{codec.name}' failed: {error}") from error
+        return _encode_bytes(codec.name, data, pack_limit)
     with contextlib.suppress(UnicodeEncodeError):
         if _is_taggable(value):
             document = canonical(value)
             if _exactly_equal(from_canonical(document), value):
-                return _encode_text("tagged", document)
+                return _encode_text("tagged", document, pack_limit)
     import dill  # imported when first needed: most values are arrays or JSON
 
     try:
-        return _encode_bytes("pickle", dill.dumps(value))
+        return _encode_bytes("pickle", dill.dumps(value), pack_limit)
     except Exception as error:
         raise SerializationError(
             f"field '{field_name}': cannot store a {type(value).__name__} value: {error}"
         ) from error
 
 
-def _encode_text(codec: str, document: Any) -> Encoded:
+def _encode_text(codec: str, document: Any, pack_limit: int | None) -> Encoded:
     """A JSON document (of `json` or `tagged` codec); small ones live inline in the reference."""
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     data = text.encode("utf-8")
     digest = digest_bytes(_header(codec), data)
-    if len(data) <= INLINE_LIMIT:
+    if len(data) <= max(INLINE_LIMIT, pack_limit or 0):
         return Encoded({"digest": digest, "codec": codec, "stored": True, "value": document})
     return Encoded(
         {"digest": digest, "codec": codec, "stored": False, "layout": "bytes"}, np.frombuffer(data, np.uint8)
@@ -192,20 +198,28 @@ def _encode_text(codec: str, document: Any) -> Encoded:
 
 
 def is_inline(ref: ValueRef) -> bool:
-    """Whether the value of `ref` is held in the reference itself (small JSON, packed arrays)."""
+    """Whether the value of `ref` is held in the reference itself (inline JSON, packed values)."""
     return "value" in ref or "packed" in ref
 
 
-def inline_value(ref: ValueRef) -> Any:
-    """The value held inside a reference (a fresh object on every call); packed arrays are verified.
+def packed_payload(ref: ValueRef) -> np.ndarray:
+    """The payload packed into `ref` (an array of the reference's dtype and shape, or bytes as
+    uint8), verified against its digest: pass it to :func:`decode`.
 
-    Raises IntegrityError when a packed array does not match its digest.
+    Raises IntegrityError when it does not match its digest.
     """
-    if "packed" in ref:
-        array = np.frombuffer(base64.b64decode(ref["packed"]), np.dtype(ref["dtype"])).reshape(ref["shape"]).copy()
-        if array_digest(array) != ref["digest"]:
-            raise IntegrityError(f"value {ref['digest']} is damaged (its packed content does not match its digest)")
-        return array
+    data = base64.b64decode(ref["packed"])
+    if ref["codec"] == "ndarray":
+        payload = np.frombuffer(data, np.dtype(ref["dtype"])).reshape(ref["shape"]).copy()
+    else:
+        payload = np.frombuffer(data, np.uint8)
+    if payload_digest(ref, payload) != ref["digest"]:
+        raise IntegrityError(f"value {ref['digest']} is damaged (its packed content does not match its digest)")
+    return payload
+
+
+def inline_value(ref: ValueRef) -> Any:
+    """The JSON value held inside a reference (a fresh object on every call)."""
     if ref["codec"] == "tagged":
         return from_canonical(ref["value"])
     return copy.deepcopy(ref["value"])
@@ -245,8 +259,7 @@ def _encode_array(value: np.ndarray, pack_limit: int | None) -> Encoded:
     digest = array_digest(value)
     ref = {"digest": digest, "codec": "ndarray", "stored": False, "dtype": value.dtype.str, "shape": list(value.shape)}
     if pack_limit is not None and value.nbytes <= pack_limit:
-        ref.update(stored=True, layout="packed", packed=base64.b64encode(_array_bytes(value)).decode("ascii"))
-        return Encoded(ref)
+        return Encoded(_packed(ref, _array_bytes(value)))
     if value.dtype.kind in _NATIVE_KINDS and value.dtype.isnative:
         ref["layout"] = "native"
         return Encoded(ref, np.require(value, requirements="C"))
@@ -255,11 +268,17 @@ def _encode_array(value: np.ndarray, pack_limit: int | None) -> Encoded:
     return Encoded(ref, raw.reshape((*value.shape, value.dtype.itemsize)))
 
 
-def _encode_bytes(codec: str, data: bytes) -> Encoded:
-    digest = digest_bytes(_header(codec), data)
-    return Encoded(
-        {"digest": digest, "codec": codec, "stored": False, "layout": "bytes"}, np.frombuffer(data, np.uint8)
-    )
+def _encode_bytes(codec: str, data: bytes, pack_limit: int | None) -> Encoded:
+    ref = {"digest": digest_bytes(_header(codec), data), "codec": codec, "stored": False, "layout": "bytes"}
+    if pack_limit is not None and len(data) <= pack_limit:
+        return Encoded(_packed(ref, data))
+    return Encoded(ref, np.frombuffer(data, np.uint8))
+
+
+def _packed(ref: ValueRef, data: Any) -> ValueRef:
+    """`ref` holding `data` (a buffer) itself, base64-encoded: the `packed` layout."""
+    ref.update(stored=True, layout="packed", packed=base64.b64encode(data).decode("ascii"))
+    return ref
 
 
 def payload_digest(ref: ValueRef, payload: np.ndarray) -> str:

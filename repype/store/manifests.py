@@ -262,7 +262,28 @@ def _digest(document: Any) -> str:
 
 
 def _entry_document(entry: InputEntry) -> list[Any]:
-    return [canonical(entry.input_id), canonical(entry.refs), canonical(entry.times), sorted(set(entry.records))]
+    if any(name.startswith("$") for name in entry.refs):
+        refs = canonical(entry.refs)
+    else:
+        refs = {name: _canonical_ref(ref) for name, ref in entry.refs.items()}
+    return [canonical(entry.input_id), refs, canonical(entry.times), sorted(set(entry.records))]
+
+
+_PLAIN = (str, bool, int)
+
+
+def _canonical_ref(ref: ValueRef) -> Any:
+    """:func:`canonical` of a value reference, without walking the common ones.
+
+    A reference of plain strings, bools, ints and lists of ints (an array's shape) is its own
+    canonical form; others (inline JSON values, tagged documents) are walked.
+    """
+    for key, item in ref.items():
+        kind = type(item)
+        plain = kind in _PLAIN or (kind is list and all(type(size) is int for size in item))
+        if not plain or key.startswith("$"):
+            return canonical(ref)
+    return ref
 
 
 def encode_manifest(manifest: Manifest, shard_size: int = SHARD_SIZE) -> EncodedManifest:

@@ -25,10 +25,7 @@ from repype.store.errors import (
 )
 from repype.store.leases import WriterLease
 from repype.store.manifests import InputEntry, InputID, Manifest, ManifestHeader, Record, Ref
-from repype.version import VERSION
-
-SMALL_BLOB_BYTES = 64 << 10
-"""Values up to this size are written without asking first whether they exist (same bytes either way)."""
+from repype.store.writes import WriteBatch, fanout_group
 
 
 def _blobs() -> Any:
@@ -52,7 +49,7 @@ class Store:
         allow_pickle: bool = True,
         compressor: Any = "zstd",
         format: int = layout.FORMAT_VERSION,
-        pack_limit: int | None = None,
+        pack_limit: int | None = codecs.PACK_LIMIT,
     ) -> None:
         self.backend = backend
         self.allow_pickle = allow_pickle
@@ -135,30 +132,41 @@ class Store:
 
     # --- groups --------------------------------------------------------------------------------
 
-    def _ensure_groups(self, paths: Iterable[str]) -> None:
-        """Writes the `zarr.json` of intermediate groups this process has not seen yet."""
-        missing = [path for path in paths if path not in self._groups]
-        if not missing:
-            return
-        section = missing[0].split("/", 1)[0]
-        if section not in self._groups:  # one listing tells which fan-out groups exist already
-            self._groups.update(f"{section}/{name}" for name in self.backend.list_dir(section))
-            self._groups.add(section)
-            missing = [path for path in missing if path not in self._groups]
-        self.backend.set_many((layout.metadata_key(path), layout.group_document()) for path in missing)
-        self._groups.update(missing)
+    def _new_groups(self, paths: Iterable[str]) -> list[str]:
+        """Those of the intermediate groups `paths` this object has not seen yet (each once, in order).
 
-    def _fanout_group(self, path: str) -> str:
-        return path.rsplit("/", 1)[0]
+        The first time a section is asked about, one listing tells which of its fan-out groups exist.
+        """
+        missing = [path for path in dict.fromkeys(paths) if path not in self._groups]
+        for section in dict.fromkeys(path.split("/", 1)[0] for path in missing):
+            if section not in self._groups:
+                self._groups.update(f"{section}/{name}" for name in self.backend.list_dir(section))
+                self._groups.add(section)
+        return [path for path in missing if path not in self._groups]
+
+    def _groups_written(self, paths: Iterable[str]) -> None:
+        """Remembers that the groups `paths` exist (their `zarr.json` was written)."""
+        self._groups.update(paths)
+
+    def _ensure_groups(self, paths: Iterable[str]) -> None:
+        """Writes the `zarr.json` of intermediate groups this object has not seen yet."""
+        missing = self._new_groups(paths)
+        self.backend.set_many((layout.metadata_key(path), layout.group_document()) for path in missing)
+        self._groups_written(missing)
 
     # --- values --------------------------------------------------------------------------------
 
     def describe(self, value: Any, field: str = "") -> ValueRef:
         """The reference of `value` (its digest and codec) without writing anything.
 
-        Small JSON values are held in the reference itself (`stored` is then True).
+        Small JSON and packed values are held in the reference itself (`stored` is then True).
         """
         return codecs.encode(value, field, self.pack_limit).ref
+
+    def batch(self) -> WriteBatch:
+        """A batch of values and records written together by its `commit()`: one call into the
+        store's event loop for a stage execution (see :mod:`repype.store.writes`)."""
+        return WriteBatch(self)
 
     def put_value(self, value: Any, field: str = "", rewrite: bool = False) -> ValueRef:
         """Stores `value` (once per content) and returns its reference.
@@ -166,19 +174,9 @@ class Store:
         `rewrite` writes it even when a blob of that digest exists (to repair a damaged one).
         Raises :class:`SerializationError` naming `field` when the value cannot be stored.
         """
-        encoded = codecs.encode(value, field, self.pack_limit)
-        ref = dict(encoded.ref)
-        if encoded.array is None:
-            return ref
-        digest = ref["digest"]
-        path = layout.blob_path(digest)
-        # Writing a small blob costs the requests that checking for it would: just write it.
-        small = encoded.array.nbytes <= SMALL_BLOB_BYTES
-        if rewrite or small or not self._touch_blob(digest):
-            self._ensure_groups([self._fanout_group(path)])
-            metadata = _blobs().write_blob_chunks(encoded, self.compressors, self.backend.set_many)
-            self.backend.set(layout.metadata_key(path), metadata)  # the blob is complete from here on
-        ref["stored"] = True
+        batch = self.batch()
+        ref = batch.put_value(value, field, rewrite)
+        batch.commit()
         return ref
 
     def _touch_blob(self, digest: str) -> bool:
@@ -204,22 +202,25 @@ class Store:
         """The value of `ref`, verified against its digest.
 
         With `lazy`, natively stored arrays come back as read-only `zarr.Array` objects that
-        read only what is sliced (and are not verified). `context` (`task`, `input`, `field`)
+        read only what is sliced (and are not verified); packed arrays (tiny, in the reference)
+        come back as numpy arrays, verified, either way. `context` (`task`, `input`, `field`)
         names the value in errors. Damage raises :class:`IntegrityError`; a pickled value
         raises :class:`PickleRefusedError` when the store was opened with `allow_pickle=False`
         or this call says `allow_pickle=False` (None: as the store was opened).
         """
-        if codecs.is_inline(ref):
+        if "value" in ref:
+            return codecs.inline_value(ref)
+        if "packed" in ref:
             try:
-                return codecs.inline_value(ref)
+                payload = codecs.packed_payload(ref)
             except IntegrityError as error:
                 raise IntegrityError(f"{where(context)}{error}") from None
-        blobs = _blobs()
-        if not ref.get("stored", False):
+        elif not ref.get("stored", False):
             raise StoreError(f"{where(context)}value {ref['digest']} was never stored")
-        if lazy and ref["codec"] == "ndarray" and ref.get("layout") == "native":
-            return blobs.lazy_array(self.backend, ref, context)
-        payload = blobs.read_payload(self.backend, ref, context)
+        elif lazy and ref["codec"] == "ndarray" and ref.get("layout") == "native":
+            return _blobs().lazy_array(self.backend, ref, context)
+        else:
+            payload = _blobs().read_payload(self.backend, ref, context)
         pickles = self.allow_pickle and allow_pickle is not False
 
         def refuse() -> Exception:
@@ -246,15 +247,17 @@ class Store:
         kept in the record with this repype's version so that the record explains itself. A
         damaged record under `key` is replaced.
         """
-        derivation = None if document is None else dict(document)
-        record = Record(key, dict(outputs), float(run_time), time.time(), stage, derivation, VERSION)
-        path = layout.record_path(key)
-        self._ensure_groups([self._fanout_group(path)])
-        self.backend.set(layout.metadata_key(path), manifests.record_document(record))
-        with self._lock:
-            self._records[key] = record
-            self._damaged_records.discard(key)
+        batch = self.batch()
+        record = batch.put_record(key, outputs, run_time, stage, document)
+        batch.commit()
         return record
+
+    def _remember_records(self, records: Iterable[Record]) -> None:
+        """Remembers `records`, just written (a damaged record they replace is forgotten)."""
+        with self._lock:
+            for record in records:
+                self._records[record.key] = record
+                self._damaged_records.discard(record.key)
 
     def get_record(self, key: str) -> Record | None:
         """The record of `key`, or None (also when it is damaged, see :meth:`get_records`)."""
@@ -307,8 +310,9 @@ class Store:
         """Writes `manifest` and points the ref `name` at it; returns the manifest's digest.
 
         Every stored value the manifest refers to must be written before. When the ref already
-        points at an intact copy of this manifest, nothing is written (a damaged ref or manifest
-        header is rewritten). A mapping is read as a format-1 document
+        points at an intact copy of this manifest, nothing is written; when an intact copy exists
+        (its header is the commit point), only the ref is (a damaged ref or manifest header is
+        rewritten). A mapping is read as a format-1 document
         (:func:`repype.store.manifests.manifest_from_format1`) and written in the current format.
         """
         if not name:
@@ -316,28 +320,31 @@ class Store:
         if not isinstance(manifest, Manifest):
             manifest = manifests.manifest_from_format1(manifest)
         encoded = manifests.encode_manifest(manifest)
-        header_key = layout.metadata_key(layout.manifest_path(encoded.digest))
-        if self._ref_is_current(name, encoded.digest, header_key, encoded.header):
+        path = layout.manifest_path(encoded.digest)
+        header_key = layout.metadata_key(path)
+        complete = self.backend.get(header_key) == encoded.header
+        if complete and self._ref_points_at(name, encoded.digest):
             return encoded.digest
         self._upgrade_format()
-        path = layout.manifest_path(encoded.digest)
-        self._ensure_groups([self._fanout_group(path)])
-        shards = [
-            (layout.metadata_key(layout.shard_path(encoded.digest, i)), doc) for i, doc in enumerate(encoded.shards)
-        ]
-        self.backend.set_many(shards)
-        self.backend.set(header_key, encoded.header)  # the manifest is complete from here on
+        if not complete:
+            self._ensure_groups([fanout_group(path)])
+            shards = [
+                (layout.metadata_key(layout.shard_path(encoded.digest, i)), doc) for i, doc in enumerate(encoded.shards)
+            ]
+            self.backend.set_many(shards)
+            self.backend.set(header_key, encoded.header)  # the manifest is complete from here on
         self._ensure_groups(["refs"])
         ref = Ref(name, encoded.digest, time.time())
         self.backend.set(layout.metadata_key(layout.ref_path(name)), manifests.ref_document(ref))
         return encoded.digest
 
-    def _ref_is_current(self, name: str, digest: str, header_key: str, header: bytes) -> bool:
+    def _ref_points_at(self, name: str, digest: str) -> bool:
+        """Whether the ref `name` is intact and points at the manifest `digest`."""
         try:
             ref = self.get_ref(name)
         except IntegrityError:
             return False
-        return ref is not None and ref.manifest == digest and self.backend.get(header_key) == header
+        return ref is not None and ref.manifest == digest
 
     def _upgrade_format(self) -> None:
         """Marks a store of an older format as this format before writing what only this format reads."""
@@ -512,7 +519,7 @@ def open(
     mode: str = "a",
     allow_pickle: bool = True,
     compressor: Any = "zstd",
-    pack_limit: int | None = None,
+    pack_limit: int | None = codecs.PACK_LIMIT,
 ) -> Store:
     """Opens the store at `url` (a local path or any fsspec URL; default `.repype`).
 
@@ -521,10 +528,12 @@ def open(
     `compressor` (`'zstd'`, `'zstd:<level>'`, `'blosc-lz4'`, `'none'` or a Zarr codec) applies to
     values written through this object. With `allow_pickle=False`, pickled values are refused.
     `storage_options` go to the fsspec filesystem; they are ignored for local paths.
-    With a `pack_limit` (e.g. :data:`repype.store.codecs.PACK_LIMIT`), arrays of at most that
-    many bytes written through this object are packed into stage records and manifests instead
-    of being Zarr arrays (no object per tiny value; they load eagerly, without zarr; keys and
-    digests are the same either way). A store of a newer format than this code writes raises
+    Arrays and encoded values (pickles, codec bytes) of at most `pack_limit` bytes (default
+    :data:`repype.store.codecs.PACK_LIMIT`, 4 KiB) written through this object are packed into
+    stage records and manifests instead of being Zarr arrays, and JSON of at most that size is
+    inline: no object per tiny value; they load eagerly, without zarr, even with `lazy=True`;
+    keys and digests are the same either way. `pack_limit=None` turns packing off (every array
+    a Zarr array). A store of a newer format than this code writes raises
     :class:`StoreFormatError` in mode `'a'`, and in mode `'r'` too unless the store says that
     this code can read it.
     """
