@@ -13,8 +13,9 @@ first claim of a key is generation 0, and a holder deletes its own generation an
 when it releases, so generation 0 exists while any claim of the key does: a process that creates
 generation 0 holds the key (one request). What remains of races: a holder that stalls for longer
 than :data:`EXPIRY` is taken over and then runs on (the execution runs twice, with the same
-result, since records are content addressed); clocks of the processes are taken to agree within
-a few seconds (a fast clock takes over early, a slow one late).
+result, since records are content addressed; when it then releases generation 0 while the taker
+still holds generation 1, a third process may claim generation 0 and run it too); clocks of the
+processes are taken to agree within a few seconds (a fast clock takes over early, a slow one late).
 
 Claims are released when the claiming block ends (success or exception) and at process exit
 (atexit); a process killed outright leaves its claims to expire. On read-only stores and on
