@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 
 def canonical(value: Any) -> Any:
@@ -24,9 +23,10 @@ def canonical(value: Any) -> Any:
         return value
     if isinstance(value, float) and type(value) is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
-    if isinstance(value, np.generic):
+    np = sys.modules.get("numpy")  # no value is a numpy value before numpy is imported
+    if np is not None and isinstance(value, np.generic):
         return {"$numpy": value.dtype.str, "value": canonical(value.item())}
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return {"$ndarray": value.dtype.str, "shape": list(value.shape), "data": canonical(value.tolist())}
     if isinstance(value, list):
         return [canonical(item) for item in value]
@@ -76,6 +76,8 @@ def decode_tag(document: dict) -> Any:
     such keys as `$dict` pairs.
     """
     if "$numpy" in document:
+        import numpy as np
+
         return np.dtype(document["$numpy"]).type(document["value"])
     if len(document) == 1:
         tag, content = next(iter(document.items()))

@@ -141,11 +141,11 @@ import repype.store
 store = repype.store.open(sys.argv[1], mode="r")
 assert store.tasks() == ["big"]
 assert store.task("big").field(7, "v") == [7, (1, 2)]
-print(sorted(name for name in ("zarr", "numcodecs", "dill") if name in sys.modules))
+print(sorted(name for name in ("zarr", "numcodecs", "dill", "numpy") if name in sys.modules))
 """
 
 
-def test_listing_tasks_and_reading_a_json_field_import_neither_zarr_nor_numcodecs(tmp_path):
+def test_listing_tasks_and_reading_a_json_field_import_neither_zarr_nor_numcodecs_nor_numpy(tmp_path):
     repype.store.open(tmp_path / "store").put_manifest("big", a_manifest(list(range(10))))
     completed = subprocess.run(
         [sys.executable, "-c", LIGHT_LOAD, str(tmp_path / "store")], capture_output=True, text=True, timeout=60

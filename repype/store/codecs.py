@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import xxhash
 
 from repype.canonical import canonical, from_canonical
+from repype.lazy import numpy as np  # imported on first use: a JSON value needs none
 from repype.store.errors import IntegrityError, SerializationError
 
 INLINE_LIMIT = 1024

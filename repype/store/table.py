@@ -7,8 +7,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
+from repype.lazy import numpy as np  # imported on first use: a JSON value needs none
 from repype.optional import require
 from repype.store.codecs import inline_value
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from repype.store import codecs, layout, manifests
 from repype.store.codecs import ValueRef
 from repype.store.manifests import Record
-from repype.version import VERSION
 
 if TYPE_CHECKING:
     from repype.store.store import Store
@@ -91,7 +90,7 @@ class WriteBatch:
         See :meth:`repype.store.Store.put_record` for `document`.
         """
         derivation = None if document is None else dict(document)
-        record = Record(key, dict(outputs), float(run_time), time.time(), stage, derivation, VERSION)
+        record = Record(key, dict(outputs), float(run_time), time.time(), stage, derivation, _version())
         self._groups.append(fanout_group(layout.record_path(key)))
         self._records.append(record)
         return record
@@ -110,3 +109,10 @@ class WriteBatch:
         store._groups_written(groups)
         store._remember_records(self._records)
         self._groups, self._chunks, self._metadata, self._records = [], [], [], []
+
+
+def _version() -> str:
+    """The repype version records name (read from the package metadata on first use)."""
+    from repype.version import VERSION
+
+    return VERSION
