@@ -22,7 +22,7 @@ from repype.config import Config
 from repype.executor import Executor, create_executor
 from repype.graph import run_graph
 from repype.pipeline import Pipeline, failure_details
-from repype.plan import Plan, Recorded, plan_batch, recorded_of
+from repype.plan import Plan, Recorded, check_plan_matches, plan_batch, recorded_of
 from repype.task import PathLike, PendingReason, Task
 
 
@@ -223,6 +223,8 @@ class Batch:
         if self._process is not None or self._stop is not None:
             raise RuntimeError("a task of this batch is already running")
         contexts = self.pending if contexts is None else contexts
+        if plan is not None:
+            check_plan_matches(plan, contexts)
         started = time.monotonic()
         workers = create_executor(executor)
         try:

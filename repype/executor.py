@@ -29,8 +29,9 @@ class Executor:
     holds_data = False
     """Whether handles of unfinished work may be passed to :meth:`submit` (their results stay on the workers)."""
 
-    def submit(self, function: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
-        """Starts `function(*args)`; returns a handle. `key` names the work where the executor shows names."""
+    def submit(self, function: Callable[..., Any], *args: Any, key: str | None = None, priority: int = 0) -> Any:
+        """Starts `function(*args)`; returns a handle. `key` names the work where the executor shows names;
+        work of a higher `priority` goes first where the executor orders work (Dask)."""
         raise NotImplementedError
 
     def wait(self, handles: Collection[Any], timeout: float) -> set[Any]:
@@ -74,8 +75,8 @@ class ProcessExecutor(Executor):
         self.jobs = jobs
         self.pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
 
-    def submit(self, function: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
-        """Queues `function(*args)` for the worker processes."""
+    def submit(self, function: Callable[..., Any], *args: Any, key: str | None = None, priority: int = 0) -> Any:
+        """Queues `function(*args)` for the worker processes (in order: `priority` is not used)."""
         return self.pool.submit(function, *args)
 
     def wait(self, handles: Collection[Any], timeout: float) -> set[Any]:
@@ -122,9 +123,9 @@ class DaskExecutor(Executor):
         self.local = address.startswith(("tcp://127.", "tcp://localhost", "inproc://")) or self.cluster is not None
         self.client = distributed.Client(address)
 
-    def submit(self, function: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
+    def submit(self, function: Callable[..., Any], *args: Any, key: str | None = None, priority: int = 0) -> Any:
         """Submits `function(*args)` under `key`; futures among `args` are resolved on the cluster."""
-        return self.client.submit(function, *args, key=key, pure=False)
+        return self.client.submit(function, *args, key=key, pure=False, priority=priority)
 
     def wait(self, handles: Collection[Any], timeout: float) -> set[Any]:
         """The done futures, after waiting up to `timeout` seconds for the first."""

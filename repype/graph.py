@@ -31,7 +31,7 @@ from typing import Any
 import repype.status
 from repype.executor import Executor
 from repype.pipeline import failure_details
-from repype.plan import Plan, PlanContext, TaskPlan, main_supplier, plan_batch
+from repype.plan import Plan, PlanContext, TaskPlan, check_plan_matches, main_supplier, plan_batch
 from repype.runner import InputRun, InputRunner, Outcome, progress_event
 from repype.stage import Stage
 from repype.work import ShippedPipeline, StageOrder, order_payload, run_order, without_values
@@ -239,7 +239,8 @@ class BatchGraph:
         unit.handle = executor.submit(run_order, order_payload(order), *priors, key=key)
         self._release(unit)
         if eager:  # the coordinator fetches outcomes without their values; the values stay on the workers
-            return executor.submit(without_values, unit.handle, key=f"outcome-{key}")
+            # first in line on the worker that just finished the unit: the coordinator learns of it at once
+            return executor.submit(without_values, unit.handle, key=f"outcome-{key}", priority=1)
         return unit.handle
 
     def _shipped(self, runner: InputRunner) -> ShippedPipeline:
@@ -359,7 +360,9 @@ def run_graph(
     if executor.remote:
         for context in contexts:
             check_reachable(context.task.store_url, str(context.task.path))
-    plan = plan or plan_batch(contexts, parallel=True, pickup=pickup)
+    if plan is None:
+        plan = plan_batch(contexts, parallel=True, pickup=pickup)
+    check_plan_matches(plan, contexts)
     graph = BatchGraph(contexts, plan, status, pickup, per_task_status)
     with contextlib.ExitStack() as stack:
         for store in {id(task.runner.store): task.runner.store for task in graph.tasks}.values():

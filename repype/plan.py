@@ -500,6 +500,16 @@ class Recorded:
     supplier: str | None
 
 
+def check_plan_matches(plan: Plan, contexts: Sequence[PlanContext]) -> None:
+    """Raises `ValueError` unless `plan` is a plan of `contexts`, task by task, in their order."""
+    planned = [(task.task, task.store) for task in plan.tasks]
+    given = [(context.task.ref_name, context.task.store_url) for context in contexts]
+    if planned != given:
+        raise ValueError(
+            f"the plan is for the tasks {[name for name, _ in planned]}, not {[name for name, _ in given]}"
+        )
+
+
 def recorded_of(plan: Plan, index: int) -> Recorded:
     """What `plan` found recorded for its task number `index`."""
     task = plan.tasks[index]

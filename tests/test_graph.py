@@ -161,10 +161,14 @@ def test_task_run_with_an_executor_raises_the_stage_error(tmp_path, counts):
     assert info.value.stage.id == "fail" and info.value.input_id == 1
 
 
-def sleepy_sweep(root: pathlib.Path, siblings: int = 4) -> pathlib.Path:
+SIBLINGS = 6
+"""Siblings of the sleepy sweep: enough that several are still running when the first completes."""
+
+
+def sleepy_sweep(root: pathlib.Path, siblings: int = SIBLINGS) -> pathlib.Path:
     specs = {"": {"pipeline": [*PIPELINE, "taskstages.Sleep"], "input_ids": [1, 2], "config": {"load": {"size": 32}}}}
-    for index in range(siblings):
-        specs[f"s{index}"] = {"runnable": True, "config": {"sleep": {"seconds": 0.5 + index / 1000}}}
+    for index in range(siblings):  # staggered sleeps: the tasks complete one after the other
+        specs[f"s{index}"] = {"runnable": True, "config": {"sleep": {"seconds": 0.5 + index * 0.3}}}
     write_tree(root, specs)
     return root
 
@@ -174,12 +178,15 @@ def repype_cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "repype", *args], env=env, text=True, **kwargs)
 
 
-def test_killing_a_parallel_batch_keeps_completed_tasks_and_a_rerun_finishes_the_rest(tmp_path, counts):
-    root = sleepy_sweep(tmp_path / "tree", siblings=4)
+@pytest.mark.parametrize(
+    "workers", [["--jobs", "2"], pytest.param(["--dask"], marks=pytest.mark.slow)], ids=["jobs", "dask"]
+)
+def test_killing_a_parallel_batch_keeps_completed_tasks_and_a_rerun_finishes_the_rest(tmp_path, counts, workers):
+    root = sleepy_sweep(tmp_path / "tree", siblings=SIBLINGS)
     fresh = load(root).plan(parallel=True).to_run
-    process = repype_cli(str(root), "--run", "--jobs", "2", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = repype_cli(str(root), "--run", *workers, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not any((root / f"s{index}" / ".sha.json").exists() for index in range(4)):
+    while not any((root / f"s{index}" / ".sha.json").exists() for index in range(SIBLINGS)):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
@@ -188,12 +195,12 @@ def test_killing_a_parallel_batch_keeps_completed_tasks_and_a_rerun_finishes_the
     first = read_counts(counts)
     batch = load(root)
     completed = [context for context in batch.contexts if not context.pending]
-    assert 1 <= len(completed) < 4
+    assert 1 <= len(completed) < SIBLINGS
     for context in completed:
         assert len(context.task.load()) == 2
     rest = batch.plan(parallel=True).to_run
     assert sum(first.values()) <= fresh - rest + 2  # at most the two running executions were lost
-    rerun = repype_cli(str(root), "--run", "--jobs", "2", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rerun = repype_cli(str(root), "--run", *workers, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = rerun.communicate(timeout=240)
     assert rerun.returncode == 0, out + err
     assert sum((read_counts(counts) - first).values()) == rest
@@ -239,4 +246,12 @@ def test_a_store_that_lives_in_this_process_is_refused_before_anything_runs(tmp_
     task = write_tree(tmp_path, {"": spec})[""]
     with pytest.raises(ValueError, match=r"task .*: the store memory://graph-.* lives in this process only"):
         task.run(task.create_config(), executor=2)
+    assert read_counts(counts) == {}
+
+
+def test_a_plan_of_other_tasks_is_refused(tmp_path, counts):
+    batch = load(sweep_3x3(tmp_path / "tree"))
+    plan = batch.plan(batch.pending[:2], parallel=True)
+    with pytest.raises(ValueError, match="the plan is for the tasks"):
+        asyncio.run(batch.run(batch.pending[1:3], executor=2, plan=plan))
     assert read_counts(counts) == {}
