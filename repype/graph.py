@@ -31,7 +31,7 @@ from typing import Any
 import repype.status
 from repype.executor import Executor
 from repype.pipeline import failure_details
-from repype.plan import Plan, PlanContext, TaskPlan, check_plan_matches, main_supplier, plan_batch
+from repype.plan import Plan, PlanContext, TaskPlan, check_plan_matches, plan_batch, top_supplier
 from repype.runner import InputRun, InputRunner, Outcome, progress_event
 from repype.stage import Stage
 from repype.work import ShippedPipeline, StageOrder, order_payload, run_order, without_values
@@ -51,6 +51,8 @@ class _TaskRun:
     runner: InputRunner
     status: Any
     plan: TaskPlan
+    store_url: str
+    storage_options: dict | None
     inputs: list[_Input] = field(default_factory=list)
     remaining: int = 0
     error: BaseException | None = None
@@ -140,7 +142,8 @@ class BatchGraph:
         runner = InputRunner(
             task.open_store(), pipeline, task.get_marginal_fields(pipeline), str(task.path), task_status
         )
-        task_run = _TaskRun(context, runner, task_status, task_plan)
+        options = task.full_spec.get("storage_options") or None
+        task_run = _TaskRun(context, runner, task_status, task_plan, task.store_url, options)
         for input_id in task.input_ids:
             identities = task_plan.steps.get(input_id, [])
             steps = [(task_plan.store, identity) for identity in identities]
@@ -218,8 +221,8 @@ class BatchGraph:
         context = task_run.context
         hold = unit.hold if executor.holds_data else unit.hold & task_run.runner.marginal_fields
         order = StageOrder(
-            store_url=context.task.store_url,
-            storage_options=context.task.full_spec.get("storage_options") or None,
+            store_url=task_run.store_url,
+            storage_options=task_run.storage_options,
             pipeline=self._shipped(task_run.runner),
             marginal_fields=task_run.runner.marginal_fields,
             context=task_run.name,
@@ -301,7 +304,7 @@ class BatchGraph:
             return
         task_run.started = True
         task = task_run.context.task
-        supplier = main_supplier(task_run.plan)
+        supplier = top_supplier(task_run.plan.reused_from)
         repype.status.update(
             task_run.status,
             info="start",

@@ -128,7 +128,12 @@ def supplying_task(store: Store, keys: Sequence[str]) -> str | None:
     """The name of the task that supplies most of the recorded executions `keys`, or None."""
     if not keys:
         return None
-    suppliers = ManifestIndex.of(store).suppliers(keys)
+    return top_supplier(ManifestIndex.of(store).suppliers(keys))
+
+
+def top_supplier(suppliers: Counter) -> str | None:
+    """The task supplying the most executions in `suppliers` (see :meth:`ManifestIndex.suppliers`;
+    ties go to the first by name), or None when no task supplies any."""
     named = [(count, name) for name, count in suppliers.items() if name is not None]
     return min(named, key=lambda item: (-item[0], item[1]))[1] if named else None
 
@@ -521,13 +526,7 @@ def recorded_of(plan: Plan, index: int) -> Recorded:
             if not execution.recorded:
                 break
             leading.append(Outcome(execution.stage, identity, dict(execution.outputs), execution.seconds or 0.0))
-    return Recorded(outcomes, main_supplier(task))
-
-
-def main_supplier(task: TaskPlan) -> str | None:
-    """The task that supplies most of the executions `task` reuses from the store (first by name), or None."""
-    suppliers = [(count, name) for name, count in task.reused_from.items() if name is not None]
-    return min(suppliers, key=lambda item: (-item[0], item[1]))[1] if suppliers else None
+    return Recorded(outcomes, top_supplier(task.reused_from))
 
 
 def plan_batch(
